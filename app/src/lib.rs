@@ -1,0 +1,89 @@
+//! The live view, shared by both builds: compiled with `ssr` into the server, which renders it,
+//! and with `hydrate` into the WebAssembly client, which takes the rendered page over and keeps
+//! it live.
+
+pub mod api;
+pub mod event;
+pub mod stream;
+mod views;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::{
+    components::{Route, Router, Routes},
+    SsrMode, StaticSegment,
+};
+
+/// The application's path base: `""` at the site root, `/live` when IIS hosts it as an
+/// application under that path. Every URL the page builds starts with it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PathBase(pub String);
+
+pub fn path_base() -> String {
+    use_context::<PathBase>().map(|b| b.0).unwrap_or_default()
+}
+
+/// The HTML document. The server calls it for every page; the client hydrates `<body>` only.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    let base = path_base();
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <meta name="path-base" content=base.clone()/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options root=base/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    let base = path_base();
+    view! {
+        <Stylesheet id="leptos" href=format!("{base}/pkg/sse-live.css")/>
+        <Title text="Live events"/>
+        <Router base=base>
+            <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
+                // Async: the server sends the page with the recent events already in it.
+                <Route path=StaticSegment("") view=views::LivePage ssr=SsrMode::Async/>
+            </Routes>
+        </Router>
+    }
+}
+
+/// The WebAssembly entry point, called by the script that `HydrationScripts` renders.
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    let base = read_path_base();
+    if !base.is_empty() {
+        // Server functions post to `{base}/api/...` under an IIS application.
+        leptos::server_fn::client::set_server_url(Box::leak(base.clone().into_boxed_str()));
+    }
+    leptos::mount::hydrate_body(move || {
+        provide_context(PathBase(base));
+        view! { <App/> }
+    });
+}
+
+/// The server writes the path base into `<meta name="path-base">`; the client reads it back
+/// so both render the same URLs.
+#[cfg(feature = "hydrate")]
+fn read_path_base() -> String {
+    leptos::prelude::document()
+        .query_selector("meta[name=path-base]")
+        .ok()
+        .flatten()
+        .and_then(|m| m.get_attribute("content"))
+        .unwrap_or_default()
+}

@@ -1,0 +1,64 @@
+use super::live::ViewState;
+use crate::stream::Feed;
+use leptos::prelude::*;
+
+/// Pause/resume of the view and the topic filter. The stream keeps running while paused;
+/// resuming shows everything that came meanwhile.
+#[component]
+pub(super) fn Controls(feed: Feed, view_state: ViewState, topics: Vec<String>) -> impl IntoView {
+    let ViewState {
+        paused,
+        frozen,
+        hidden,
+    } = view_state;
+    let toggle = move |_| {
+        if paused.get_untracked() {
+            frozen.set(None);
+            paused.set(false);
+        } else {
+            frozen.set(Some(feed.log.get_untracked()));
+            paused.set(true);
+        }
+    };
+    let waiting = move || {
+        let now = feed.log.with(|l| l.received);
+        frozen.with(|f| f.as_ref().map_or(0, |f| now.saturating_sub(f.received)))
+    };
+    view! {
+        <div class="controls">
+            <button class="pause" data-testid="pause" on:click=toggle>
+                {move || if paused.get() { "Resume" } else { "Pause" }}
+            </button>
+            <Show when=move || paused.get()>
+                <span class="waiting" data-testid="waiting">{waiting}" new"</span>
+            </Show>
+            <fieldset class="topics">
+                <legend>"Topics"</legend>
+                {topics
+                    .into_iter()
+                    .map(|topic| {
+                        let name = topic.clone();
+                        let shown = {
+                            let name = name.clone();
+                            move || !hidden.with(|h| h.contains(&name))
+                        };
+                        let flip = move |_| {
+                            hidden.update(|h| {
+                                if !h.remove(&name) {
+                                    h.insert(name.clone());
+                                }
+                            })
+                        };
+                        view! {
+                            <label class="topic-toggle">
+                                <input type="checkbox" prop:checked=shown on:change=flip
+                                    data-testid=format!("filter-{topic}")/>
+                                {topic.clone()}
+                            </label>
+                        }
+                    })
+                    .collect_view()}
+            </fieldset>
+        </div>
+    }
+}

@@ -1,0 +1,10 @@
+//! The live view's components, one per file; they read the [`crate::stream::Feed`] signals and
+//! never touch the connection.
+
+mod controls;
+mod event_list;
+mod live;
+mod publish_form;
+mod status;
+
+pub use live::LivePage;

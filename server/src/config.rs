@@ -1,0 +1,352 @@
+//! Settings, from the command line or the environment (IIS passes everything through
+//! `web.config`'s `<environmentVariables>`, so every setting has a variable). `--help` lists them.
+
+use clap::Parser;
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "server",
+    version,
+    about = "Live Server-Sent Events, rendered by Leptos, made to run behind IIS.",
+    after_help = "The port comes from ASPNETCORE_PORT (IIS, ASP.NET Core Module), else \
+                  HTTP_PLATFORM_PORT (IIS, HttpPlatformHandler), else --addr. Behind either IIS \
+                  module the server listens on 127.0.0.1 only."
+)]
+pub struct Args {
+    /// Address to listen on when no IIS module gives a port (cargo-leptos sets LEPTOS_SITE_ADDR).
+    #[arg(long, env = "LEPTOS_SITE_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: String,
+
+    /// Port given by the ASP.NET Core Module (AspNetCoreModuleV2).
+    #[arg(long, env = "ASPNETCORE_PORT", hide = true)]
+    pub aspnetcore_port: Option<String>,
+
+    /// Port given by HttpPlatformHandler.
+    #[arg(long, env = "HTTP_PLATFORM_PORT", hide = true)]
+    pub http_platform_port: Option<String>,
+
+    /// Path base when IIS hosts the app as an application (e.g. /live); set by the module.
+    #[arg(long, env = "ASPNETCORE_APPL_PATH", default_value = "/")]
+    pub path_base: String,
+
+    /// Folder with the client files (pkg/, assets); a relative path is looked up beside the
+    /// executable first, then in the working directory.
+    #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "site")]
+    pub site_root: PathBuf,
+
+    /// Sub-folder of the site root holding the WebAssembly client.
+    #[arg(long, env = "LEPTOS_SITE_PKG_DIR", default_value = "pkg")]
+    pub pkg_dir: String,
+
+    /// File name (without extension) of the client's .js/.wasm/.css in the pkg folder.
+    #[arg(long, env = "LEPTOS_OUTPUT_NAME", default_value = "sse-live")]
+    pub output_name: String,
+
+    /// Interval of the built-in `tick` source ("off" disables it).
+    #[arg(long, env = "EVENTS_TICK", default_value = "1s")]
+    pub tick: String,
+
+    /// Interval of keep-alive comments on every stream, well inside any proxy's idle timeout.
+    #[arg(long, env = "EVENTS_HEARTBEAT", default_value = "15s")]
+    pub heartbeat: String,
+
+    /// Reconnect delay the stream suggests to browsers (the SSE `retry:` field).
+    #[arg(long, env = "EVENTS_RETRY", default_value = "2s")]
+    pub retry: String,
+
+    /// Events kept for resuming with Last-Event-ID.
+    #[arg(long, env = "EVENTS_HISTORY", default_value_t = 1000)]
+    pub history: usize,
+
+    /// Topics that may be published, comma-separated (each becomes an SSE event name).
+    #[arg(long, env = "EVENTS_TOPICS", default_value = "tick,chat,alert")]
+    pub topics: String,
+
+    /// Rows the page keeps in its live list (and renders on first load).
+    #[arg(long, env = "EVENTS_PAGE_ROWS", default_value_t = 200)]
+    pub page_rows: usize,
+
+    /// Longest text accepted in one event, in bytes.
+    #[arg(long, env = "EVENTS_MAX_TEXT", default_value_t = 64 * 1024)]
+    pub max_text: usize,
+
+    /// Events a subscriber may fall behind before it is disconnected (it then resumes from
+    /// the history).
+    #[arg(long, env = "EVENTS_SUBSCRIBER_BUFFER", default_value_t = 1024)]
+    pub subscriber_buffer: usize,
+
+    /// Log filter (tracing-subscriber syntax), e.g. "info" or "server=debug,info".
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// What put us where we are: decides the listen address and, later, the IIS contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frontend {
+    /// Started by the ASP.NET Core Module (streams each chunk as it comes).
+    AspNetCoreModule,
+    /// Started by HttpPlatformHandler (buffers about 8 KB of output).
+    HttpPlatformHandler,
+    /// Started by hand or by cargo-leptos.
+    Direct,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub frontend: Frontend,
+    /// `""` at the site root, else `/name` with no trailing slash.
+    pub path_base: String,
+    pub site_root: PathBuf,
+    pub pkg_dir: String,
+    pub output_name: String,
+    pub tick: Option<Duration>,
+    pub heartbeat: Duration,
+    pub retry: Duration,
+    pub history: usize,
+    pub topics: Vec<String>,
+    pub page_rows: usize,
+    pub max_text: usize,
+    pub subscriber_buffer: usize,
+    pub log: String,
+}
+
+/// A setting that cannot be used; its message is the one line printed before exiting.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+impl Config {
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let (addr, frontend) = listen_addr(&args)?;
+        let tick = match args.tick.trim() {
+            "off" | "0" | "" => None,
+            s => Some(duration("EVENTS_TICK", s, Duration::from_millis(10))?),
+        };
+        let heartbeat = duration(
+            "EVENTS_HEARTBEAT",
+            &args.heartbeat,
+            Duration::from_millis(100),
+        )?;
+        let retry = duration("EVENTS_RETRY", &args.retry, Duration::from_millis(100))?;
+        if args.history == 0 {
+            return err("EVENTS_HISTORY: must be at least 1");
+        }
+        if args.page_rows == 0 {
+            return err("EVENTS_PAGE_ROWS: must be at least 1");
+        }
+        if args.subscriber_buffer == 0 {
+            return err("EVENTS_SUBSCRIBER_BUFFER: must be at least 1");
+        }
+        if args.max_text == 0 {
+            return err("EVENTS_MAX_TEXT: must be at least 1");
+        }
+        let topics = topics(&args.topics)?;
+        if tick.is_some() && !topics.iter().any(|t| t == "tick") {
+            return err("EVENTS_TOPICS: must include 'tick' while EVENTS_TICK is on");
+        }
+        Ok(Config {
+            addr,
+            frontend,
+            path_base: path_base(&args.path_base)?,
+            site_root: site_root(&args.site_root)?,
+            pkg_dir: args.pkg_dir,
+            output_name: args.output_name,
+            tick,
+            heartbeat,
+            retry,
+            history: args.history,
+            topics,
+            page_rows: args.page_rows,
+            max_text: args.max_text,
+            subscriber_buffer: args.subscriber_buffer,
+            log: args.log,
+        })
+    }
+}
+
+/// Behind either IIS module, loopback only: the module connects to 127.0.0.1 (its readiness
+/// check looks for an IPv4 listener), and nothing else on the network should reach us around IIS.
+fn listen_addr(args: &Args) -> Result<(SocketAddr, Frontend), ConfigError> {
+    let loopback = |name: &str, value: &str| -> Result<SocketAddr, ConfigError> {
+        match value.trim().parse::<u16>() {
+            Ok(port) if port > 0 => Ok(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into()),
+            _ => err(format!("{name}: '{value}' is not a port number (1-65535)")),
+        }
+    };
+    if let Some(port) = args.aspnetcore_port.as_deref().filter(|p| !p.is_empty()) {
+        return Ok((
+            loopback("ASPNETCORE_PORT", port)?,
+            Frontend::AspNetCoreModule,
+        ));
+    }
+    if let Some(port) = args.http_platform_port.as_deref().filter(|p| !p.is_empty()) {
+        return Ok((
+            loopback("HTTP_PLATFORM_PORT", port)?,
+            Frontend::HttpPlatformHandler,
+        ));
+    }
+    match args.addr.trim().parse::<SocketAddr>() {
+        Ok(addr) => Ok((addr, Frontend::Direct)),
+        Err(_) => err(format!(
+            "LEPTOS_SITE_ADDR: '{}' is not an address like 127.0.0.1:3000",
+            args.addr
+        )),
+    }
+}
+
+fn duration(name: &str, value: &str, min: Duration) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(value.trim())
+        .or_else(|_| value.trim().parse::<u64>().map(Duration::from_millis))
+        .map_err(|_| {
+            ConfigError(format!(
+                "{name}: '{value}' is not a duration (e.g. 500ms, 15s, 2m)"
+            ))
+        })?;
+    if d < min {
+        return err(format!("{name}: {value} is shorter than {min:?}"));
+    }
+    Ok(d)
+}
+
+fn topics(value: &str) -> Result<Vec<String>, ConfigError> {
+    let mut topics: Vec<String> = Vec::new();
+    for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        app::event::validate_topic(t).map_err(|e| ConfigError(format!("EVENTS_TOPICS: {e}")))?;
+        if !topics.iter().any(|x| x == t) {
+            topics.push(t.to_string());
+        }
+    }
+    if topics.is_empty() {
+        return err("EVENTS_TOPICS: name at least one topic");
+    }
+    Ok(topics)
+}
+
+/// ANCM passes `/` at the site root and `/live` under an application (leading slash, no
+/// trailing one); we accept sloppier forms too and normalise them.
+fn path_base(value: &str) -> Result<String, ConfigError> {
+    let trimmed = value.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    if trimmed.split('/').any(|seg| {
+        seg.is_empty() || seg == "." || seg == ".." || seg.contains(['\\', '?', '#', '%'])
+    }) {
+        return err(format!(
+            "ASPNETCORE_APPL_PATH: '{value}' is not a path like /live"
+        ));
+    }
+    Ok(format!("/{trimmed}"))
+}
+
+/// A deployed server has no Cargo.toml beside it and IIS may start it from anywhere, so a
+/// relative site root is looked up beside the executable first; cargo-leptos runs the server
+/// from the workspace with `target/site`, found in the working directory.
+fn site_root(value: &Path) -> Result<PathBuf, ConfigError> {
+    let mut tried = Vec::new();
+    let candidates: Vec<PathBuf> = if value.is_absolute() {
+        vec![value.to_path_buf()]
+    } else {
+        let beside_exe = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join(value)));
+        let in_cwd = std::env::current_dir().ok().map(|dir| dir.join(value));
+        beside_exe.into_iter().chain(in_cwd).collect()
+    };
+    for candidate in candidates {
+        if candidate.is_dir() {
+            return Ok(candidate);
+        }
+        tried.push(candidate.display().to_string());
+    }
+    err(format!(
+        "LEPTOS_SITE_ROOT: site folder '{}' not found (looked in {})",
+        value.display(),
+        tried.join(" and ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["server"];
+        if !extra.contains(&"--site-root") {
+            argv.extend(["--site-root", "/"]);
+        }
+        argv.extend_from_slice(extra);
+        Args::parse_from(argv)
+    }
+
+    #[test]
+    fn the_module_port_wins_and_binds_loopback() {
+        let mut a = args(&["--addr", "0.0.0.0:80"]);
+        a.aspnetcore_port = Some("12345".into());
+        a.http_platform_port = Some("999".into());
+        let c = Config::from_args(a).expect("valid");
+        assert_eq!(c.addr, "127.0.0.1:12345".parse().expect("addr"));
+        assert_eq!(c.frontend, Frontend::AspNetCoreModule);
+    }
+
+    #[test]
+    fn http_platform_port_is_next() {
+        let mut a = args(&[]);
+        a.http_platform_port = Some("8081".into());
+        let c = Config::from_args(a).expect("valid");
+        assert_eq!(c.addr, "127.0.0.1:8081".parse().expect("addr"));
+        assert_eq!(c.frontend, Frontend::HttpPlatformHandler);
+    }
+
+    #[test]
+    fn bad_settings_say_which() {
+        let mut a = args(&[]);
+        a.aspnetcore_port = Some("80a".into());
+        let e = Config::from_args(a).expect_err("bad port");
+        assert!(e.0.starts_with("ASPNETCORE_PORT:"), "{e}");
+        let e = Config::from_args(args(&["--heartbeat", "soon"])).expect_err("bad duration");
+        assert!(e.0.starts_with("EVENTS_HEARTBEAT:"), "{e}");
+        let e = Config::from_args(args(&["--history", "0"])).expect_err("zero history");
+        assert!(e.0.starts_with("EVENTS_HISTORY:"), "{e}");
+        let e = Config::from_args(args(&["--topics", "a b"])).expect_err("bad topic");
+        assert!(e.0.starts_with("EVENTS_TOPICS:"), "{e}");
+        let e = Config::from_args(args(&["--topics", "chat"])).expect_err("tick missing");
+        assert!(e.0.contains("tick"), "{e}");
+        let e = Config::from_args(args(&["--site-root", "/no/such/dir"])).expect_err("no site");
+        assert!(e.0.starts_with("LEPTOS_SITE_ROOT:"), "{e}");
+    }
+
+    #[test]
+    fn tick_can_be_turned_off() {
+        let c = Config::from_args(args(&["--tick", "off", "--topics", "chat"])).expect("valid");
+        assert_eq!(c.tick, None);
+        assert_eq!(c.topics, vec!["chat".to_string()]);
+    }
+
+    #[test]
+    fn path_bases_are_normalised() {
+        assert_eq!(path_base("/").expect("root"), "");
+        assert_eq!(path_base("/live").expect("app"), "/live");
+        assert_eq!(path_base("live/").expect("sloppy"), "/live");
+        assert_eq!(path_base("/a/b").expect("nested"), "/a/b");
+        assert!(path_base("/a/../b").is_err());
+        assert!(path_base("/a//b").is_err());
+    }
+}

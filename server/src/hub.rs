@@ -1,0 +1,393 @@
+//! The hub: assigns ids, keeps a bounded history for resuming, and broadcasts each event to
+//! every subscriber. Every publisher (the HTTP endpoint, the page's form, the tick source)
+//! goes through [`Hub::publish`], so every subscriber sees every event once, in id order.
+
+use crate::wire;
+use app::event::{LiveEvent, Reset};
+use bytes::Bytes;
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{SystemTime, UNIX_EPOCH},
+};
+use tokio::sync::broadcast;
+
+/// An event and its wire encoding, made once at publish time and shared by the history and
+/// every subscriber.
+#[derive(Debug)]
+pub struct Frame {
+    pub event: LiveEvent,
+    pub bytes: Bytes,
+}
+
+/// Where a subscriber wants to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// A new client: only what is published from now on.
+    Fresh,
+    /// A returning client that has seen everything up to and including this id.
+    After(u64),
+    /// A `Last-Event-ID` that is not one of our ids at all (not a number): kept for the reset
+    /// message.
+    Unreadable(String),
+}
+
+impl Resume {
+    /// Reads a `Last-Event-ID` value. Empty means a fresh client (browsers send nothing, or
+    /// an empty id after an event that cleared it).
+    pub fn parse(value: Option<&str>) -> Resume {
+        match value.map(str::trim) {
+            None | Some("") => Resume::Fresh,
+            Some(v) => match v.parse::<u64>() {
+                Ok(id) => Resume::After(id),
+                Err(_) => Resume::Unreadable(v.chars().take(64).collect()),
+            },
+        }
+    }
+}
+
+/// What a new subscriber gets: what it missed, then the live feed, with no gap and no overlap
+/// between the two (both are taken under the same lock).
+pub struct Subscription {
+    /// Present when the client's position cannot be continued; sent before the replay.
+    pub reset: Option<Reset>,
+    /// Events to send before live ones, oldest first.
+    pub replay: Vec<Arc<Frame>>,
+    /// The newest id issued when the subscription was made.
+    pub head: u64,
+    pub live: broadcast::Receiver<Arc<Frame>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum PublishError {
+    Topic(String),
+    TextEmpty,
+    TextTooLong { max: usize },
+}
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublishError::Topic(msg) => f.write_str(msg),
+            PublishError::TextEmpty => f.write_str("text must not be empty"),
+            PublishError::TextTooLong { max } => write!(f, "text is longer than {max} bytes"),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+pub struct Hub {
+    state: Mutex<State>,
+    live: broadcast::Sender<Arc<Frame>>,
+    topics: Vec<String>,
+    max_text: usize,
+}
+
+struct State {
+    /// The newest id issued (or the one before the first).
+    head: u64,
+    history: VecDeque<Arc<Frame>>,
+    capacity: usize,
+}
+
+pub struct HubSettings {
+    pub topics: Vec<String>,
+    pub history: usize,
+    pub max_text: usize,
+    /// How far a subscriber may fall behind before its stream is ended.
+    pub subscriber_buffer: usize,
+}
+
+impl Hub {
+    /// Ids start from the start time in microseconds (Unix ms × 1000), so they keep growing
+    /// across restarts as long as a process averages under 1,000 events per millisecond of its
+    /// life: a client holding an id from an earlier process then gets a `reset` instead of a
+    /// replay of unrelated events that happen to share its numbers.
+    pub fn new(settings: HubSettings) -> Hub {
+        let start_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Hub::starting_at(settings, start_ms.saturating_mul(1000))
+    }
+
+    /// A hub whose first event gets id `head + 1`.
+    pub fn starting_at(settings: HubSettings, head: u64) -> Hub {
+        let (live, _) = broadcast::channel(settings.subscriber_buffer.max(1));
+        Hub {
+            state: Mutex::new(State {
+                head,
+                history: VecDeque::with_capacity(settings.history.min(4096)),
+                capacity: settings.history.max(1),
+            }),
+            live,
+            topics: settings.topics,
+            max_text: settings.max_text,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state half-written (every
+        // mutation is a push/pop after the frame is built), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    /// Checks, assigns the next id, encodes once, records in the history and broadcasts.
+    pub fn publish(&self, topic: &str, text: &str) -> Result<Arc<Frame>, PublishError> {
+        app::event::validate_topic(topic).map_err(|e| PublishError::Topic(e.to_string()))?;
+        if !self.topics.iter().any(|t| t == topic) {
+            return Err(PublishError::Topic(format!(
+                "unknown topic '{topic}'; this server accepts: {}",
+                self.topics.join(", ")
+            )));
+        }
+        if text.is_empty() {
+            return Err(PublishError::TextEmpty);
+        }
+        if text.len() > self.max_text {
+            return Err(PublishError::TextTooLong { max: self.max_text });
+        }
+        let sent_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut state = self.state();
+        let id = state.head + 1;
+        let event = LiveEvent {
+            id,
+            topic: topic.to_string(),
+            text: text.to_string(),
+            sent_ms,
+        };
+        let frame = Arc::new(Frame {
+            bytes: encode_event(&event),
+            event,
+        });
+        state.head = id;
+        if state.history.len() == state.capacity {
+            state.history.pop_front();
+        }
+        state.history.push_back(frame.clone());
+        // Sent under the lock so the broadcast order is the id order, and a concurrent
+        // subscribe sees each event either in its replay or in its live feed, never both.
+        let _ = self.live.send(frame.clone());
+        Ok(frame)
+    }
+
+    pub fn subscribe(&self, resume: &Resume) -> Subscription {
+        let state = self.state();
+        let live = self.live.subscribe();
+        let head = state.head;
+        let oldest = state.history.front().map(|f| f.event.id);
+        let whole = || state.history.iter().cloned().collect::<Vec<_>>();
+        let reset = |requested: String| {
+            Some(Reset {
+                requested,
+                oldest,
+                head,
+            })
+        };
+        let (reset, replay) = match resume {
+            Resume::Fresh => (None, Vec::new()),
+            Resume::After(id) if *id == head => (None, Vec::new()),
+            // Covered when the next event after `id` is still held (or nothing was lost).
+            Resume::After(id) if *id < head && oldest.is_some_and(|o| *id + 1 >= o) => {
+                let skip = state.history.partition_point(|f| f.event.id <= *id);
+                (None, state.history.iter().skip(skip).cloned().collect())
+            }
+            // Older than the history, newer than anything issued, or from another process.
+            Resume::After(id) => (reset(id.to_string()), whole()),
+            Resume::Unreadable(v) => (reset(v.clone()), whole()),
+        };
+        Subscription {
+            reset,
+            replay,
+            head,
+            live,
+        }
+    }
+
+    /// The newest `limit` events, oldest first (for the page's first render).
+    pub fn recent(&self, limit: usize) -> Vec<LiveEvent> {
+        let state = self.state();
+        let skip = state.history.len().saturating_sub(limit);
+        state
+            .history
+            .iter()
+            .skip(skip)
+            .map(|f| f.event.clone())
+            .collect()
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.live.receiver_count()
+    }
+}
+
+/// The event's frame: `id:` is its id, `event:` its topic, `data:` its JSON.
+pub fn encode_event(event: &LiveEvent) -> Bytes {
+    // Serialising a struct of strings and integers cannot fail; were it ever to, an empty
+    // object still keeps the framing intact.
+    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".to_string());
+    wire::encode(Some(event.id), Some(&event.topic), &data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(history: usize) -> Hub {
+        Hub::starting_at(
+            HubSettings {
+                topics: vec!["a".into(), "b".into()],
+                history,
+                max_text: 100,
+                subscriber_buffer: 16,
+            },
+            1000,
+        )
+    }
+
+    fn ids(frames: &[Arc<Frame>]) -> Vec<u64> {
+        frames.iter().map(|f| f.event.id).collect()
+    }
+
+    #[test]
+    fn ids_grow_from_the_start_value() {
+        let h = hub(10);
+        assert_eq!(h.publish("a", "x").expect("ok").event.id, 1001);
+        assert_eq!(h.publish("b", "y").expect("ok").event.id, 1002);
+    }
+
+    #[test]
+    fn the_default_start_is_after_any_earlier_process() {
+        let settings = || HubSettings {
+            topics: vec!["a".into()],
+            history: 1,
+            max_text: 10,
+            subscriber_buffer: 1,
+        };
+        let first = Hub::new(settings());
+        let id = first.publish("a", "x").expect("ok").event.id;
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = Hub::new(settings());
+        let sub = second.subscribe(&Resume::After(id));
+        assert!(
+            sub.reset.is_some(),
+            "an id from an earlier process is not ours"
+        );
+    }
+
+    #[test]
+    fn publishing_checks_its_input() {
+        let h = hub(10);
+        assert!(matches!(h.publish("", "x"), Err(PublishError::Topic(_))));
+        assert!(
+            matches!(h.publish("c", "x"), Err(PublishError::Topic(m)) if m.contains("unknown topic"))
+        );
+        assert_eq!(h.publish("a", "").err(), Some(PublishError::TextEmpty));
+        assert_eq!(
+            h.publish("a", &"x".repeat(101)).err(),
+            Some(PublishError::TextTooLong { max: 100 })
+        );
+        assert!(h.recent(10).is_empty(), "refused events leave no trace");
+    }
+
+    #[test]
+    fn history_is_bounded_and_recent_is_oldest_first() {
+        let h = hub(3);
+        for i in 0..5 {
+            h.publish("a", &i.to_string()).expect("ok");
+        }
+        let recent: Vec<u64> = h.recent(10).iter().map(|e| e.id).collect();
+        assert_eq!(recent, vec![1003, 1004, 1005]);
+        let two: Vec<u64> = h.recent(2).iter().map(|e| e.id).collect();
+        assert_eq!(two, vec![1004, 1005]);
+    }
+
+    #[test]
+    fn resume_replays_exactly_what_was_missed() {
+        let h = hub(5);
+        for _ in 0..4 {
+            h.publish("a", "x").expect("ok");
+        }
+        let sub = h.subscribe(&Resume::After(1002));
+        assert!(sub.reset.is_none());
+        assert_eq!(ids(&sub.replay), vec![1003, 1004]);
+        assert_eq!(sub.head, 1004);
+        // Up to date: nothing to replay.
+        let sub = h.subscribe(&Resume::After(1004));
+        assert!(sub.reset.is_none() && sub.replay.is_empty());
+        // Fresh: nothing either.
+        let sub = h.subscribe(&Resume::Fresh);
+        assert!(sub.reset.is_none() && sub.replay.is_empty());
+    }
+
+    #[test]
+    fn the_edge_of_the_history_is_still_covered() {
+        let h = hub(3);
+        for _ in 0..5 {
+            h.publish("a", "x").expect("ok"); // history now 1003..=1005
+        }
+        let sub = h.subscribe(&Resume::After(1002));
+        assert!(sub.reset.is_none(), "1003 is the next one and still held");
+        assert_eq!(ids(&sub.replay), vec![1003, 1004, 1005]);
+    }
+
+    #[test]
+    fn a_gap_is_announced_never_silent() {
+        let h = hub(3);
+        for _ in 0..5 {
+            h.publish("a", "x").expect("ok");
+        }
+        let sub = h.subscribe(&Resume::After(1001));
+        let reset = sub.reset.expect("1002 was dropped from the history");
+        assert_eq!(reset.oldest, Some(1003));
+        assert_eq!(reset.head, 1005);
+        assert_eq!(ids(&sub.replay), vec![1003, 1004, 1005]);
+    }
+
+    #[test]
+    fn unknown_positions_reset() {
+        let h = hub(3);
+        h.publish("a", "x").expect("ok");
+        for resume in [
+            Resume::After(5000),
+            Resume::After(0),
+            Resume::Unreadable("abc".into()),
+        ] {
+            let sub = h.subscribe(&resume);
+            assert!(sub.reset.is_some(), "{resume:?}");
+            assert_eq!(ids(&sub.replay), vec![1001]);
+        }
+    }
+
+    #[test]
+    fn last_event_id_parsing() {
+        assert_eq!(Resume::parse(None), Resume::Fresh);
+        assert_eq!(Resume::parse(Some(" ")), Resume::Fresh);
+        assert_eq!(Resume::parse(Some("42")), Resume::After(42));
+        assert_eq!(Resume::parse(Some("-1")), Resume::Unreadable("-1".into()));
+        assert_eq!(
+            Resume::parse(Some("99999999999999999999999")),
+            Resume::Unreadable("99999999999999999999999".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn subscribers_get_live_events_in_order_after_the_replay() {
+        let h = hub(10);
+        h.publish("a", "1").expect("ok");
+        let mut sub = h.subscribe(&Resume::After(1000));
+        h.publish("b", "2").expect("ok");
+        assert_eq!(ids(&sub.replay), vec![1001]);
+        let next = sub.live.recv().await.expect("live");
+        assert_eq!(next.event.id, 1002);
+        assert_eq!(next.event.topic, "b");
+    }
+}

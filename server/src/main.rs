@@ -1,0 +1,141 @@
+//! The server: configuration, then the hub, the router, and serving until asked to stop.
+
+mod backend;
+mod config;
+mod error;
+mod hub;
+mod publish;
+mod routes;
+mod shutdown;
+mod sse;
+mod state;
+mod telemetry;
+mod ticker;
+mod wire;
+
+use axum::serve::{ListenerExt, TapIo};
+use clap::Parser;
+use config::{Args, Config};
+use hub::{Hub, HubSettings};
+use leptos::config::LeptosOptions;
+use state::AppState;
+use std::{future::IntoFuture, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => return fail(e.to_string().lines().next().unwrap_or("bad arguments")),
+    };
+    let config = match Config::from_args(args) {
+        Ok(config) => config,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if let Err(e) = telemetry::init(&config.log) {
+        return fail(&e);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Startup errors are one line on stderr and a non-zero exit: what IIS shows as a 502.5 is
+/// then explained by the first line of the stdout log.
+fn fail(message: &str) -> ExitCode {
+    let message = message.trim_start_matches("error: ");
+    eprintln!("error: {message}");
+    tracing::error!("{message}");
+    ExitCode::from(2)
+}
+
+/// The longest the server waits for connections to finish after every stream was told to end.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+async fn serve(config: Config) -> Result<(), String> {
+    let listener = listen(config.addr)?;
+    let config = Arc::new(config);
+    let hub = Arc::new(Hub::new(HubSettings {
+        topics: config.topics.clone(),
+        history: config.history,
+        max_text: config.max_text,
+        subscriber_buffer: config.subscriber_buffer,
+    }));
+    let shutdown = CancellationToken::new();
+    let leptos = LeptosOptions::builder()
+        .output_name(config.output_name.clone())
+        .site_root(config.site_root.to_string_lossy().to_string())
+        .site_pkg_dir(config.pkg_dir.clone())
+        .site_addr(config.addr)
+        .build();
+    let state = AppState {
+        hub: hub.clone(),
+        config: config.clone(),
+        leptos,
+        shutdown: shutdown.clone(),
+        open_streams: Default::default(),
+    };
+    if let Some(every) = config.tick {
+        ticker::spawn(hub, every, shutdown.clone());
+    }
+    shutdown::on_signals(shutdown.clone());
+
+    let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    tracing::info!(
+        addr = %config.addr,
+        frontend = ?config.frontend,
+        path_base = %config.path_base,
+        site_root = %config.site_root.display(),
+        "listening on http://{}{}/",
+        config.addr,
+        config.path_base
+    );
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        done = &mut server => return done.map_err(|e| format!("server error: {e}")),
+        _ = shutdown.cancelled() => {}
+    }
+    // Streams end as soon as the token is cancelled; anything still open after the drain
+    // limit (a client that stopped reading) is cut rather than holding the process up.
+    match tokio::time::timeout(DRAIN_LIMIT, server).await {
+        Ok(done) => done.map_err(|e| format!("server error: {e}"))?,
+        Err(_) => tracing::warn!("connections still open after {DRAIN_LIMIT:?}; exiting anyway"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Binds with an explicit backlog (a reconnect storm past the default one drops SYNs, and the
+/// client retries after a full second) and `TCP_NODELAY` on every accepted socket (small event
+/// writes must not wait for the previous response's ACK under Nagle's algorithm).
+fn listen(addr: SocketAddr) -> Result<TapIo<TcpListener, fn(&mut TcpStream)>, String> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|e| format!("cannot open a socket: {e}"))?;
+    #[cfg(not(windows))]
+    let _ = socket.set_reuseaddr(true);
+    socket
+        .bind(addr)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = socket
+        .listen(4096)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    fn nodelay(tcp: &mut TcpStream) {
+        let _ = tcp.set_nodelay(true);
+    }
+    Ok(listener.tap_io(nodelay as fn(&mut TcpStream)))
+}

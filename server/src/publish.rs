@@ -1,0 +1,48 @@
+//! `POST /api/publish`, for scripts and curl. The page's form uses a server function that
+//! calls the same [`Hub::publish`](crate::hub::Hub::publish).
+
+use crate::{error::ApiError, state::AppState};
+use axum::{
+    extract::{rejection::JsonRejection, ConnectInfo, State},
+    http::{HeaderMap, StatusCode},
+    Json,
+};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    pub topic: String,
+    pub text: String,
+}
+
+#[derive(Serialize)]
+pub struct Published {
+    pub id: u64,
+    pub topic: String,
+    pub sent_ms: u64,
+}
+
+pub async fn publish(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Json<PublishRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Published>), ApiError> {
+    let Json(request) = body?;
+    let client = state.client_addr(peer, &headers);
+    let frame = state
+        .hub
+        .publish(&request.topic, &request.text)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    tracing::info!(%client, id = frame.event.id, topic = %frame.event.topic, bytes = frame.event.text.len(), "published");
+    Ok((
+        StatusCode::CREATED,
+        Json(Published {
+            id: frame.event.id,
+            topic: frame.event.topic.clone(),
+            sent_ms: frame.event.sent_ms,
+        }),
+    ))
+}

@@ -1,0 +1,64 @@
+//! The router: the stream and publish endpoints, the Leptos page and its server functions,
+//! and the client's static files, all under the path base.
+
+use crate::{backend::PageBackend, publish, sse, state::AppState};
+use app::{
+    api::{Backend, ClientAddr},
+    shell, App, PathBase,
+};
+use axum::{
+    extract::{ConnectInfo, DefaultBodyLimit},
+    http::request::Parts,
+    routing::{get, post},
+    Router,
+};
+use leptos::prelude::provide_context;
+use leptos_axum::{file_and_error_handler_with_context, generate_route_list, LeptosRoutes};
+use std::{net::SocketAddr, sync::Arc};
+use tower_http::compression::CompressionLayer;
+
+pub fn router(state: AppState) -> Router {
+    let backend = Backend(Arc::new(PageBackend {
+        hub: state.hub.clone(),
+        config: state.config.clone(),
+    }));
+    let base = state.config.path_base.clone();
+    let context = {
+        let state = state.clone();
+        move || {
+            provide_context(backend.clone());
+            provide_context(PathBase(base.clone()));
+            if let Some(parts) = leptos::prelude::use_context::<Parts>() {
+                if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+                    provide_context(ClientAddr(state.client_addr(*peer, &parts.headers)));
+                }
+            }
+        }
+    };
+    let routes = generate_route_list(App);
+    // JSON may escape each byte of text into six (`\u0000`): room for the longest valid text.
+    let publish_limit = state.config.max_text.saturating_mul(6).saturating_add(1024);
+
+    let app = Router::new()
+        .route("/api/events", get(sse::events))
+        .route(
+            "/api/publish",
+            post(publish::publish).layer(DefaultBodyLimit::max(publish_limit)),
+        )
+        .leptos_routes_with_context(&state, routes, context.clone(), {
+            let options = state.leptos.clone();
+            move || shell(options.clone())
+        })
+        .fallback(file_and_error_handler_with_context::<AppState, _>(
+            context, shell,
+        ))
+        // tower-http's default predicate never compresses `text/event-stream`, so the stream
+        // is not held back by a compressor; pages and the .wasm are.
+        .layer(CompressionLayer::new())
+        .with_state(state.clone());
+
+    match state.config.path_base.as_str() {
+        "" => app,
+        base => Router::new().nest(base, app),
+    }
+}

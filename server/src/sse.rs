@@ -1,0 +1,183 @@
+//! `GET /api/events`: the event stream.
+//!
+//! On connect: a `retry:` hint, then (when resuming) a `reset` if the position is lost and the
+//! missed events from the history, then a `ready` event whose `id:` is the newest id, then live
+//! events as they are published, with keep-alive comments between them. The stream ends when
+//! the server stops (so browsers reconnect and resume on the next process) or when the client
+//! falls too far behind (it resumes from the history).
+
+use crate::{error::ApiError, hub::Resume, state::AppState, wire};
+use app::event::{Ready, READY_EVENT, RESET_EVENT};
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, Query, State},
+    http::{header, HeaderMap, HeaderValue},
+    response::Response,
+};
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use std::{
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc},
+    time::Instant,
+};
+use tokio::{sync::broadcast::error::RecvError, time::MissedTickBehavior};
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    /// Comma-separated topics; all when absent.
+    topic: Option<String>,
+    /// For clients that cannot set the `Last-Event-ID` header (a new browser EventSource).
+    #[serde(rename = "lastEventId")]
+    last_event_id: Option<String>,
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(query): Query<StreamQuery>,
+) -> Result<Response, ApiError> {
+    let client = state.client_addr(peer, &headers);
+    let filter = topic_filter(query.topic.as_deref(), state.hub.topics())?;
+    // The header wins: it is what the browser sends on its own reconnects, and it is newer than
+    // the position written into the URL when this EventSource was created.
+    let header = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    let resume = Resume::parse(header.or(query.last_event_id.as_deref()));
+
+    let sub = state.hub.subscribe(&resume);
+    let mut first = BytesMut::new();
+    first.extend_from_slice(&wire::retry(state.config.retry.as_millis() as u64));
+    if let Some(reset) = &sub.reset {
+        let data = serde_json::to_string(reset).unwrap_or_default();
+        first.extend_from_slice(&wire::encode(None, Some(RESET_EVENT), &data));
+    }
+    let mut replayed = 0usize;
+    for frame in sub
+        .replay
+        .iter()
+        .filter(|f| wanted(&filter, &f.event.topic))
+    {
+        first.extend_from_slice(&frame.bytes);
+        replayed += 1;
+    }
+    let ready = Ready {
+        head: sub.head,
+        heartbeat_ms: state.config.heartbeat.as_millis() as u64,
+    };
+    let data = serde_json::to_string(&ready).unwrap_or_default();
+    first.extend_from_slice(&wire::encode(Some(sub.head), Some(READY_EVENT), &data));
+
+    let open = state.open_streams.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::info!(%client, ?resume, replayed, reset = sub.reset.is_some(), open, "stream opened");
+
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + state.config.heartbeat,
+        state.config.heartbeat,
+    );
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let conn = Connection {
+        first: Some(first.freeze()),
+        live: sub.live,
+        heartbeat,
+        filter,
+        guard: Guard {
+            state: state.clone(),
+            client,
+            since: Instant::now(),
+            delivered: 0,
+        },
+    };
+    let body = futures::stream::unfold(conn, |mut conn| async move {
+        let next = conn.next().await?;
+        Some((Ok::<Bytes, std::convert::Infallible>(next), conn))
+    });
+
+    let mut response = Response::new(Body::from_stream(body));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // nginx (and proxies that honour it) would otherwise buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// `None` means every topic. Unknown topics are refused rather than silently matching nothing.
+fn topic_filter(value: Option<&str>, known: &[String]) -> Result<Option<Arc<[String]>>, ApiError> {
+    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let mut topics = Vec::new();
+    for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if !known.iter().any(|k| k == t) {
+            return Err(ApiError::bad_request(format!(
+                "unknown topic '{}' in ?topic=; this server has: {}",
+                t.chars().take(64).collect::<String>(),
+                known.join(", ")
+            )));
+        }
+        topics.push(t.to_string());
+    }
+    Ok(Some(topics.into()))
+}
+
+fn wanted(filter: &Option<Arc<[String]>>, topic: &str) -> bool {
+    filter.as_ref().is_none_or(|f| f.iter().any(|t| t == topic))
+}
+
+struct Connection {
+    first: Option<Bytes>,
+    live: tokio::sync::broadcast::Receiver<Arc<crate::hub::Frame>>,
+    heartbeat: tokio::time::Interval,
+    filter: Option<Arc<[String]>>,
+    guard: Guard,
+}
+
+impl Connection {
+    /// The next chunk to write, or `None` to end the stream.
+    async fn next(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        let shutdown = self.guard.state.shutdown.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return None,
+                received = self.live.recv() => match received {
+                    Ok(frame) if wanted(&self.filter, &frame.event.topic) => {
+                        self.guard.delivered += 1;
+                        return Some(frame.bytes.clone());
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(client = %self.guard.client, missed, "subscriber fell behind; ending its stream so it resumes from the history");
+                        return None;
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = self.heartbeat.tick() => return Some(wire::comment("keep-alive")),
+            }
+        }
+    }
+}
+
+/// Logs the end of a stream however it ends (client gone, shutdown, lag) and keeps the count.
+struct Guard {
+    state: AppState,
+    client: String,
+    since: Instant,
+    delivered: u64,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let open = self.state.open_streams.fetch_sub(1, Ordering::Relaxed) - 1;
+        tracing::info!(client = %self.client, delivered = self.delivered, secs = self.since.elapsed().as_secs(), open, "stream closed");
+    }
+}

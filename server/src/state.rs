@@ -1,0 +1,34 @@
+//! What every handler shares.
+
+use crate::{config::Config, hub::Hub};
+use axum::{extract::FromRef, http::HeaderMap};
+use leptos::config::LeptosOptions;
+use std::{
+    net::SocketAddr,
+    sync::{atomic::AtomicUsize, Arc},
+};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub config: Arc<Config>,
+    pub leptos: LeptosOptions,
+    /// Cancelled when the server starts to stop: every open stream ends at once.
+    pub shutdown: CancellationToken,
+    /// Streams open right now.
+    pub open_streams: Arc<AtomicUsize>,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> LeptosOptions {
+        state.leptos.clone()
+    }
+}
+
+impl AppState {
+    /// The address a request is attributed to in the logs.
+    pub fn client_addr(&self, peer: SocketAddr, _headers: &HeaderMap) -> String {
+        peer.to_string()
+    }
+}
