@@ -63,6 +63,9 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 async fn serve(config: Config) -> Result<(), String> {
     let listener = listen(config.addr)?;
+    // The real address: the configured port may be 0 (any free port; the tests use that).
+    let bound = axum::serve::Listener::local_addr(&listener)
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
     let config = Arc::new(config);
     let hub = Arc::new(Hub::new(HubSettings {
         topics: config.topics.clone(),
@@ -91,12 +94,12 @@ async fn serve(config: Config) -> Result<(), String> {
 
     let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
     tracing::info!(
-        addr = %config.addr,
+        addr = %bound,
         frontend = ?config.frontend,
         path_base = %config.path_base,
         site_root = %config.site_root.display(),
         "listening on http://{}{}/",
-        config.addr,
+        bound,
         config.path_base
     );
     let server =

@@ -1,0 +1,241 @@
+//! Starts the real server binary on a free loopback port and talks HTTP to it.
+
+#![allow(dead_code)] // each test file uses a different part of this
+
+use eventsource_stream::{Event, Eventsource};
+use futures::{Stream, StreamExt};
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+/// Generous: these bound behaviour, they do not measure speed (the benchmark does).
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    _site: Option<TempDir>,
+}
+
+/// A folder removed when the test ends.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("sse-live-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(dir.join("pkg")).expect("create temp site");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Options {
+    pub env: Vec<(String, String)>,
+}
+
+impl Options {
+    pub fn new() -> Options {
+        // No tick by default: tests publish what they expect to see.
+        Options {
+            env: vec![("EVENTS_TICK".into(), "off".into())],
+        }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Options {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+        self
+    }
+}
+
+pub fn command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_server"));
+    // Nothing from the environment that runs the tests may change what the server does.
+    for key in [
+        "ASPNETCORE_PORT",
+        "ASPNETCORE_TOKEN",
+        "ASPNETCORE_APPL_PATH",
+        "HTTP_PLATFORM_PORT",
+        "LEPTOS_SITE_ADDR",
+        "LEPTOS_SITE_ROOT",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(key);
+    }
+    cmd
+}
+
+/// Starts the server with `opts` on 127.0.0.1 and a port the OS picks, and waits for its
+/// "listening on" line. The site folder is `SITE_ROOT` when set (the built client), else an
+/// empty one.
+pub fn spawn(opts: Options) -> Server {
+    let (site, site_path) = match std::env::var("SITE_ROOT") {
+        Ok(p) if !p.is_empty() => (None, PathBuf::from(p)),
+        _ => {
+            let t = TempDir::new("site");
+            let p = t.0.clone();
+            (Some(t), p)
+        }
+    };
+    let mut cmd = command();
+    cmd.env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+        .env("LEPTOS_SITE_ROOT", &site_path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in &opts.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start the server binary");
+    let stdout = child.stdout.take().expect("stdout");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let logs = logs.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(pos) = line.find("listening on http://") {
+                    let url: String = line[pos + "listening on ".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .trim_end_matches('/')
+                        .to_string();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(url);
+                    }
+                }
+                logs.lock().expect("logs").push(line);
+            }
+        });
+    }
+    let base = match rx.recv_timeout(PATIENCE) {
+        Ok(url) => url,
+        Err(_) => {
+            let _ = child.kill();
+            panic!(
+                "the server did not start; its log: {:?}",
+                logs.lock().expect("logs")
+            );
+        }
+    };
+    Server {
+        child,
+        base,
+        logs,
+        _site: site,
+    }
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn publish(&self, topic: &str, text: &str) -> u64 {
+        let res = client()
+            .post(self.url("/api/publish"))
+            .json(&serde_json::json!({ "topic": topic, "text": text }))
+            .send()
+            .await
+            .expect("publish request");
+        assert_eq!(res.status(), 201, "publish {topic}");
+        let body: serde_json::Value = res.json().await.expect("publish answer");
+        body["id"].as_u64().expect("id in the answer")
+    }
+
+    /// Opens the stream (with optional headers) and returns it parsed by a real SSE client parser.
+    pub async fn stream(
+        &self,
+        path_and_query: &str,
+        last_event_id: Option<&str>,
+    ) -> impl Stream<Item = Event> + Unpin {
+        let mut req = client().get(self.url(path_and_query));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let res = req.send().await.expect("stream request");
+        assert_eq!(res.status(), 200);
+        Box::pin(
+            res.bytes_stream()
+                .eventsource()
+                .map(|e| e.expect("a well-formed event")),
+        )
+    }
+
+    /// Waits until a log line contains every one of `parts` (async: the test's own connections
+    /// must keep running meanwhile).
+    pub async fn wait_for_log(&self, parts: &[&str]) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(line) = self
+                .logs
+                .lock()
+                .expect("logs")
+                .iter()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
+                return line.clone();
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "no log line with {parts:?} in {:?}",
+                self.logs.lock().expect("logs")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+/// The next event that is not `ready`, within [`PATIENCE`].
+pub async fn next_event(stream: &mut (impl Stream<Item = Event> + Unpin)) -> Event {
+    loop {
+        let ev = next_any(stream).await;
+        if ev.event != "ready" {
+            return ev;
+        }
+    }
+}
+
+/// The next event of any kind, within [`PATIENCE`].
+pub async fn next_any(stream: &mut (impl Stream<Item = Event> + Unpin)) -> Event {
+    tokio::time::timeout(PATIENCE, stream.next())
+        .await
+        .expect("an event within the time limit")
+        .expect("the stream is still open")
+}
+
+pub fn text_of(event: &Event) -> String {
+    let v: serde_json::Value = serde_json::from_str(&event.data).expect("JSON data");
+    v["text"].as_str().expect("text").to_string()
+}
