@@ -68,7 +68,7 @@ pub fn hydrate() {
     let base = read_path_base();
     if !base.is_empty() {
         // Server functions post to `{base}/api/...` under an IIS application.
-        leptos::server_fn::client::set_server_url(Box::leak(base.clone().into_boxed_str()));
+        let _ = server_fn::client::try_set_server_url(Box::leak(base.clone().into_boxed_str()));
     }
     leptos::mount::hydrate_body(move || {
         provide_context(PathBase(base));

@@ -26,6 +26,10 @@ pub struct Args {
     #[arg(long, env = "ASPNETCORE_PORT", hide = true)]
     pub aspnetcore_port: Option<String>,
 
+    /// Pairing token of the ASP.NET Core Module: requests without it are refused.
+    #[arg(long, env = "ASPNETCORE_TOKEN", hide = true)]
+    pub aspnetcore_token: Option<String>,
+
     /// Port given by HttpPlatformHandler.
     #[arg(long, env = "HTTP_PLATFORM_PORT", hide = true)]
     pub http_platform_port: Option<String>,
@@ -100,6 +104,8 @@ pub enum Frontend {
 pub struct Config {
     pub addr: SocketAddr,
     pub frontend: Frontend,
+    /// The module's pairing token, when it started us.
+    pub token: Option<String>,
     /// `""` at the site root, else `/name` with no trailing slash.
     pub path_base: String,
     pub site_root: PathBuf,
@@ -164,6 +170,7 @@ impl Config {
         Ok(Config {
             addr,
             frontend,
+            token: args.aspnetcore_token.filter(|t| !t.is_empty()),
             path_base: path_base(&args.path_base)?,
             site_root: site_root(&args.site_root)?,
             pkg_dir: args.pkg_dir,

@@ -4,6 +4,7 @@ mod backend;
 mod config;
 mod error;
 mod hub;
+mod iis;
 mod publish;
 mod routes;
 mod shutdown;
@@ -122,7 +123,10 @@ async fn serve(config: Config) -> Result<(), String> {
 /// Binds with an explicit backlog (a reconnect storm past the default one drops SYNs, and the
 /// client retries after a full second) and `TCP_NODELAY` on every accepted socket (small event
 /// writes must not wait for the previous response's ACK under Nagle's algorithm).
-fn listen(addr: SocketAddr) -> Result<TapIo<TcpListener, fn(&mut TcpStream)>, String> {
+/// The listener with `TCP_NODELAY` set on each accepted socket.
+type NoDelayListener = TapIo<TcpListener, fn(&mut TcpStream)>;
+
+fn listen(addr: SocketAddr) -> Result<NoDelayListener, String> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()
     } else {

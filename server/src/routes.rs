@@ -1,7 +1,7 @@
 //! The router: the stream and publish endpoints, the Leptos page and its server functions,
 //! and the client's static files, all under the path base.
 
-use crate::{backend::PageBackend, publish, sse, state::AppState};
+use crate::{backend::PageBackend, iis, publish, sse, state::AppState};
 use app::{
     api::{Backend, ClientAddr},
     shell, App, PathBase,
@@ -9,11 +9,13 @@ use app::{
 use axum::{
     extract::{ConnectInfo, DefaultBodyLimit},
     http::request::Parts,
+    middleware,
     routing::{get, post},
     Router,
 };
 use leptos::prelude::provide_context;
 use leptos_axum::{file_and_error_handler_with_context, generate_route_list, LeptosRoutes};
+use leptos_router::location::RequestUrl;
 use std::{net::SocketAddr, sync::Arc};
 use tower_http::compression::CompressionLayer;
 
@@ -29,6 +31,12 @@ pub fn router(state: AppState) -> Router {
             provide_context(backend.clone());
             provide_context(PathBase(base.clone()));
             if let Some(parts) = leptos::prelude::use_context::<Parts>() {
+                if !base.is_empty() {
+                    // `nest` strips the base from the URI, but the page's router matches the
+                    // full path (the browser's location): give it back for rendering.
+                    let rest = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                    provide_context(RequestUrl::new(&format!("http://leptos.dev{base}{rest}")));
+                }
                 if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
                     provide_context(ClientAddr(state.client_addr(*peer, &parts.headers)));
                 }
@@ -57,8 +65,18 @@ pub fn router(state: AppState) -> Router {
         .layer(CompressionLayer::new())
         .with_state(state.clone());
 
-    match state.config.path_base.as_str() {
+    let app = match state.config.path_base.as_str() {
         "" => app,
         base => Router::new().nest(base, app),
-    }
+    };
+    let contract = Arc::new(iis::Contract {
+        token: state.config.token.clone(),
+        path_base: state.config.path_base.clone(),
+        shutdown: state.shutdown.clone(),
+    });
+    // Around the router, not inside it (`Router::layer` runs after routing): the token is
+    // checked before anything else, as ASP.NET Core does, and the path base is made canonical
+    // before it is routed.
+    let contract = middleware::from_fn_with_state(contract, iis::enforce);
+    Router::new().fallback_service(tower::Layer::layer(&contract, app))
 }

@@ -28,7 +28,7 @@ impl FromRef<AppState> for LeptosOptions {
 
 impl AppState {
     /// The address a request is attributed to in the logs.
-    pub fn client_addr(&self, peer: SocketAddr, _headers: &HeaderMap) -> String {
-        peer.to_string()
+    pub fn client_addr(&self, peer: SocketAddr, headers: &HeaderMap) -> String {
+        crate::iis::client_addr(self.config.token.is_some(), peer, headers)
     }
 }

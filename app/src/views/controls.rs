@@ -51,7 +51,7 @@ pub(super) fn Controls(feed: Feed, view_state: ViewState, topics: Vec<String>) -
                         };
                         view! {
                             <label class="topic-toggle">
-                                <input type="checkbox" prop:checked=shown on:change=flip
+                                <input type="checkbox" checked=shown.clone() prop:checked=shown on:change=flip
                                     data-testid=format!("filter-{topic}")/>
                                 {topic.clone()}
                             </label>

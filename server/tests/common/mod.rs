@@ -19,6 +19,8 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// The pairing token the server was started with, sent on every request of the helpers.
+    pub token: Option<String>,
     _site: Option<TempDir>,
 }
 
@@ -56,11 +58,27 @@ impl Options {
         }
     }
 
+    /// Started the way the ASP.NET Core Module starts it: port, token and path base in the
+    /// environment (`base` is `/` at the site root).
+    pub fn aspnetcore(self, token: &str, base: &str) -> Options {
+        self.env("ASPNETCORE_PORT", &free_port().to_string())
+            .env("ASPNETCORE_TOKEN", token)
+            .env("ASPNETCORE_APPL_PATH", base)
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Options {
         self.env.retain(|(k, _)| k != key);
         self.env.push((key.into(), value.into()));
         self
     }
+}
+
+/// A port free right now (the module picks one the same way, then passes it on).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 pub fn command() -> Command {
@@ -135,10 +153,16 @@ pub fn spawn(opts: Options) -> Server {
             );
         }
     };
+    let token = opts
+        .env
+        .iter()
+        .find(|(k, _)| k == "ASPNETCORE_TOKEN")
+        .map(|(_, v)| v.clone());
     Server {
         child,
         base,
         logs,
+        token,
         _site: site,
     }
 }
@@ -148,9 +172,27 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
+    /// A request with the pairing token, when there is one.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = client().request(method, self.url(path));
+        match &self.token {
+            Some(t) => req.header("MS-ASPNETCORE-TOKEN", t),
+            None => req,
+        }
+    }
+
+    /// `scheme://host:port` without the path base.
+    pub fn origin(&self) -> String {
+        let after_scheme = self.base.find("://").map_or(0, |i| i + 3);
+        match self.base[after_scheme..].find('/') {
+            Some(i) => self.base[..after_scheme + i].to_string(),
+            None => self.base.clone(),
+        }
+    }
+
     pub async fn publish(&self, topic: &str, text: &str) -> u64 {
-        let res = client()
-            .post(self.url("/api/publish"))
+        let res = self
+            .request(reqwest::Method::POST, "/api/publish")
             .json(&serde_json::json!({ "topic": topic, "text": text }))
             .send()
             .await
@@ -166,7 +208,7 @@ impl Server {
         path_and_query: &str,
         last_event_id: Option<&str>,
     ) -> impl Stream<Item = Event> + Unpin {
-        let mut req = client().get(self.url(path_and_query));
+        let mut req = self.request(reqwest::Method::GET, path_and_query);
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id);
         }
