@@ -84,6 +84,11 @@ pub struct Args {
     #[arg(long, env = "EVENTS_SUBSCRIBER_BUFFER", default_value_t = 1024)]
     pub subscriber_buffer: usize,
 
+    /// Pad each event with an 8 KiB comment so HttpPlatformHandler's output buffer passes it
+    /// on at once: "auto" (when started by HttpPlatformHandler), "on" or "off".
+    #[arg(long, env = "EVENTS_PAD", default_value = "auto")]
+    pub pad: String,
+
     /// Log filter (tracing-subscriber syntax), e.g. "info" or "server=debug,info".
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
@@ -119,6 +124,8 @@ pub struct Config {
     pub page_rows: usize,
     pub max_text: usize,
     pub subscriber_buffer: usize,
+    /// Whether each event is followed by [`crate::wire::PAD_BYTES`] of padding.
+    pub pad: bool,
     pub log: String,
 }
 
@@ -164,6 +171,12 @@ impl Config {
             return err("EVENTS_MAX_TEXT: must be at least 1");
         }
         let topics = topics(&args.topics)?;
+        let pad = match args.pad.trim() {
+            "auto" => frontend == Frontend::HttpPlatformHandler,
+            "on" => true,
+            "off" => false,
+            other => return err(format!("EVENTS_PAD: '{other}' is not one of auto, on, off")),
+        };
         if tick.is_some() && !topics.iter().any(|t| t == "tick") {
             return err("EVENTS_TOPICS: must include 'tick' while EVENTS_TICK is on");
         }
@@ -183,6 +196,7 @@ impl Config {
             page_rows: args.page_rows,
             max_text: args.max_text,
             subscriber_buffer: args.subscriber_buffer,
+            pad,
             log: args.log,
         })
     }
@@ -320,6 +334,12 @@ mod tests {
         let c = Config::from_args(a).expect("valid");
         assert_eq!(c.addr, "127.0.0.1:8081".parse().expect("addr"));
         assert_eq!(c.frontend, Frontend::HttpPlatformHandler);
+        assert!(c.pad, "padding is on by default behind HttpPlatformHandler");
+        let mut a = args(&["--pad", "off"]);
+        a.http_platform_port = Some("8081".into());
+        assert!(!Config::from_args(a).expect("valid").pad);
+        assert!(!Config::from_args(args(&[])).expect("valid").pad);
+        assert!(Config::from_args(args(&["--pad", "sometimes"])).is_err());
     }
 
     #[test]

@@ -88,6 +88,13 @@ async fn serve(config: Config) -> Result<(), String> {
         shutdown: shutdown.clone(),
         open_streams: Default::default(),
     };
+    if config.pad {
+        tracing::info!(
+            bytes = wire::PAD_BYTES,
+            "padding every event so HttpPlatformHandler's output buffer passes it on at once \
+             (EVENTS_PAD=off to stop); the ASP.NET Core Module needs no padding"
+        );
+    }
     if let Some(every) = config.tick {
         ticker::spawn(hub, every, shutdown.clone());
     }

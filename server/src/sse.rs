@@ -69,6 +69,10 @@ pub async fn events(
     };
     let data = serde_json::to_string(&ready).unwrap_or_default();
     first.extend_from_slice(&wire::encode(Some(sub.head), Some(READY_EVENT), &data));
+    let pad = state.config.pad.then(wire::padding);
+    if let Some(pad) = &pad {
+        first.extend_from_slice(pad);
+    }
 
     let open = state.open_streams.fetch_add(1, Ordering::Relaxed) + 1;
     tracing::info!(%client, ?resume, replayed, reset = sub.reset.is_some(), open, "stream opened");
@@ -83,6 +87,7 @@ pub async fn events(
         live: sub.live,
         heartbeat,
         filter,
+        pad,
         guard: Guard {
             state: state.clone(),
             client,
@@ -135,6 +140,8 @@ struct Connection {
     live: tokio::sync::broadcast::Receiver<Arc<crate::hub::Frame>>,
     heartbeat: tokio::time::Interval,
     filter: Option<Arc<[String]>>,
+    /// Behind HttpPlatformHandler: written after each event so its buffer lets it through.
+    pad: Option<Bytes>,
     guard: Guard,
 }
 
@@ -152,7 +159,10 @@ impl Connection {
                 received = self.live.recv() => match received {
                     Ok(frame) if wanted(&self.filter, &frame.event.topic) => {
                         self.guard.delivered += 1;
-                        return Some(frame.bytes.clone());
+                        return Some(match &self.pad {
+                            None => frame.bytes.clone(),
+                            Some(pad) => [&frame.bytes[..], &pad[..]].concat().into(),
+                        });
                     }
                     Ok(_) => continue,
                     Err(RecvError::Lagged(missed)) => {

@@ -46,6 +46,21 @@ pub fn comment(text: &str) -> Bytes {
     Bytes::from(format!(": {text}\n\n"))
 }
 
+/// Bytes of padding that push an event through HttpPlatformHandler's output buffer (about
+/// 8 KB, measured by an ASP.NET maintainer in aspnet/IISIntegration#7): whatever the buffer
+/// already holds, writing this much after an event fills it at least once past the event's
+/// last byte, so the event is sent at once.
+pub const PAD_BYTES: usize = 8192;
+
+/// A comment of exactly [`PAD_BYTES`] bytes (invisible to the EventSource API).
+pub fn padding() -> Bytes {
+    let mut out = BytesMut::with_capacity(PAD_BYTES);
+    out.put_slice(b":");
+    out.put_bytes(b' ', PAD_BYTES - 3);
+    out.put_slice(b"\n\n");
+    out.freeze()
+}
+
 /// Splits on CRLF, CR and LF, as an SSE parser does. An empty string is one empty line, so an
 /// empty payload still produces a `data:` field and therefore an event.
 fn split_lines(data: &str) -> impl Iterator<Item = &str> {
@@ -107,6 +122,17 @@ mod tests {
         assert_eq!(events.len(), 2);
         assert_eq!(events[1].id, "2");
         assert_eq!(events[1].data, "y");
+    }
+
+    #[test]
+    fn padding_is_one_invisible_comment_of_the_stated_size() {
+        let pad = padding();
+        assert_eq!(pad.len(), PAD_BYTES);
+        let mut both = BytesMut::from(&pad[..]);
+        both.extend_from_slice(&encode(Some(1), Some("t"), "x"));
+        let events = parse(both.freeze());
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data, "x");
     }
 
     #[test]

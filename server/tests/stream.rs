@@ -293,3 +293,48 @@ async fn connects_and_disconnects_are_logged_with_the_client_address() {
         .wait_for_log(&["published", "client=127.0.0.1:", "topic=chat"])
         .await;
 }
+
+#[tokio::test]
+async fn behind_http_platform_handler_each_event_is_padded_past_its_buffer() {
+    let port = common::free_port().to_string();
+    let server = spawn(Options::new().env("HTTP_PLATFORM_PORT", &port));
+    server
+        .wait_for_log(&["padding every event", "bytes=8192"])
+        .await;
+    let mut raw = client()
+        .get(server.url("/api/events"))
+        .send()
+        .await
+        .expect("request")
+        .bytes_stream();
+    let mut received = Vec::new();
+    // The first write: retry, ready, then the padding.
+    while received.len() < 8192 {
+        let chunk = tokio::time::timeout(PATIENCE, raw.next())
+            .await
+            .expect("bytes")
+            .expect("open")
+            .expect("bytes");
+        received.extend_from_slice(&chunk);
+    }
+    let id = server.publish("chat", "padded").await;
+    let before = received.len();
+    while received.len() < before + 8192 {
+        let chunk = tokio::time::timeout(PATIENCE, raw.next())
+            .await
+            .expect("bytes")
+            .expect("open")
+            .expect("bytes");
+        received.extend_from_slice(&chunk);
+    }
+    let event = String::from_utf8_lossy(&received[before..]).to_string();
+    assert!(
+        event.starts_with(&format!("id: {id}\nevent: chat\n")),
+        "{:?}",
+        &event[..80]
+    );
+    assert!(
+        event.trim_end().ends_with(':'),
+        "the event is followed by the padding comment"
+    );
+}
