@@ -3,6 +3,7 @@
 //! it live.
 
 pub mod api;
+pub mod buffering;
 pub mod event;
 pub mod stream;
 mod views;

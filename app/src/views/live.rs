@@ -1,5 +1,6 @@
 use super::{
-    controls::Controls, event_list::EventList, publish_form::PublishForm, status::StatusBar,
+    controls::Controls, delay_chart::DelayChart, event_list::EventList, publish_form::PublishForm,
+    status::StatusBar,
 };
 use crate::{api::load_page, event::PageData, stream};
 use leptos::prelude::*;
@@ -60,6 +61,7 @@ fn Live(data: PageData) -> impl IntoView {
             <PublishForm topics=topics.clone()/>
             <Controls feed view_state topics/>
         </section>
+        <DelayChart feed/>
         <EventList feed view_state/>
     }
 }

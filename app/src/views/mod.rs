@@ -2,6 +2,7 @@
 //! never touch the connection.
 
 mod controls;
+mod delay_chart;
 mod event_list;
 mod live;
 mod publish_form;
