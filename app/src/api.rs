@@ -47,7 +47,13 @@ pub async fn publish_event(topic: String, text: String) -> Result<u64, ServerFnE
         .0
         .publish(&topic, &text, &client)
         .map(|event| event.id)
-        .map_err(ServerFnError::new)
+        .map_err(|refusal| {
+            // A refusal is the sender's mistake: 400, as `POST /api/publish` answers, not 500.
+            if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+                response.set_status(axum::http::StatusCode::BAD_REQUEST);
+            }
+            ServerFnError::new(refusal)
+        })
 }
 
 /// The peer address for the log line, as the server recorded it for this request.

@@ -69,7 +69,7 @@ impl std::fmt::Display for PublishError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PublishError::Topic(msg) => f.write_str(msg),
-            PublishError::TextEmpty => f.write_str("text must not be empty"),
+            PublishError::TextEmpty => f.write_str("text must not be empty or only spaces"),
             PublishError::TextTooLong { max } => write!(f, "text is longer than {max} bytes"),
         }
     }
@@ -146,7 +146,7 @@ impl Hub {
                 self.topics.join(", ")
             )));
         }
-        if text.is_empty() {
+        if text.trim().is_empty() {
             return Err(PublishError::TextEmpty);
         }
         if text.len() > self.max_text {
@@ -291,6 +291,7 @@ mod tests {
             matches!(h.publish("c", "x"), Err(PublishError::Topic(m)) if m.contains("unknown topic"))
         );
         assert_eq!(h.publish("a", "").err(), Some(PublishError::TextEmpty));
+        assert_eq!(h.publish("a", " \n\t").err(), Some(PublishError::TextEmpty));
         assert_eq!(
             h.publish("a", &"x".repeat(101)).err(),
             Some(PublishError::TextTooLong { max: 100 })

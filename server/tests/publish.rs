@@ -121,6 +121,13 @@ async fn bad_requests_get_a_clear_status_and_change_nothing() {
             "reserved",
         ),
         (
+            "blank text",
+            json,
+            br#"{"topic":"chat","text":" \n "}"#.to_vec(),
+            400,
+            "only spaces",
+        ),
+        (
             "empty text",
             json,
             br#"{"topic":"chat","text":""}"#.to_vec(),
