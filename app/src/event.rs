@@ -44,6 +44,11 @@ pub struct Reset {
 /// The names of the stream's control events. Topics may not use them.
 pub const READY_EVENT: &str = "ready";
 pub const RESET_EVENT: &str = "reset";
+/// The keep-alive. A named event rather than an SSE comment because comments are invisible to
+/// the browser's EventSource API, and the client's watchdog must see the stream breathe to
+/// tell a quiet stream from one that something in between is holding. It carries no `id:`, so
+/// it does not move the client's resume position; it costs 20 bytes per interval.
+pub const PING_EVENT: &str = "ping";
 
 /// Longest topic name accepted.
 pub const MAX_TOPIC_LEN: usize = 32;
@@ -66,7 +71,10 @@ impl std::fmt::Display for TopicError {
                 f,
                 "topic contains {c:?}; use letters, digits, '-', '_' and '.' only"
             ),
-            TopicError::Reserved => write!(f, "topic names 'ready' and 'reset' are reserved"),
+            TopicError::Reserved => write!(
+                f,
+                "topic names 'ready', 'reset', 'ping' and 'message' are reserved"
+            ),
         }
     }
 }
@@ -88,7 +96,7 @@ pub fn validate_topic(topic: &str) -> Result<(), TopicError> {
     {
         return Err(TopicError::BadChar(c));
     }
-    if topic == READY_EVENT || topic == RESET_EVENT || topic == "message" {
+    if [READY_EVENT, RESET_EVENT, PING_EVENT, "message"].contains(&topic) {
         return Err(TopicError::Reserved);
     }
     Ok(())
@@ -125,6 +133,7 @@ mod tests {
         assert_eq!(validate_topic("é"), Err(TopicError::BadChar('é')));
         assert_eq!(validate_topic("ready"), Err(TopicError::Reserved));
         assert_eq!(validate_topic("message"), Err(TopicError::Reserved));
+        assert_eq!(validate_topic("ping"), Err(TopicError::Reserved));
     }
 
     #[test]

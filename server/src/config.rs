@@ -55,7 +55,7 @@ pub struct Args {
     #[arg(long, env = "EVENTS_TICK", default_value = "1s")]
     pub tick: String,
 
-    /// Interval of keep-alive comments on every stream, well inside any proxy's idle timeout.
+    /// Interval of the keep-alive (`ping` event) on every stream, well inside any proxy's idle timeout.
     #[arg(long, env = "EVENTS_HEARTBEAT", default_value = "15s")]
     pub heartbeat: String,
 

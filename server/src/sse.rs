@@ -2,7 +2,7 @@
 //!
 //! On connect: a `retry:` hint, then (when resuming) a `reset` if the position is lost and the
 //! missed events from the history, then a `ready` event whose `id:` is the newest id, then live
-//! events as they are published, with keep-alive comments between them. The stream ends when
+//! events as they are published, with a `ping` event after each quiet heartbeat interval. The stream ends when
 //! the server stops (so browsers reconnect and resume on the next process) or when the client
 //! falls too far behind (it resumes from the history).
 
@@ -159,6 +159,8 @@ impl Connection {
                 received = self.live.recv() => match received {
                     Ok(frame) if wanted(&self.filter, &frame.event.topic) => {
                         self.guard.delivered += 1;
+                        // The ping is for quiet streams only.
+                        self.heartbeat.reset();
                         return Some(match &self.pad {
                             None => frame.bytes.clone(),
                             Some(pad) => [&frame.bytes[..], &pad[..]].concat().into(),
@@ -171,7 +173,7 @@ impl Connection {
                     }
                     Err(RecvError::Closed) => return None,
                 },
-                _ = self.heartbeat.tick() => return Some(wire::comment("keep-alive")),
+                _ = self.heartbeat.tick() => return Some(wire::ping()),
             }
         }
     }

@@ -39,11 +39,11 @@ pub fn retry(ms: u64) -> Bytes {
     Bytes::from(format!("retry: {ms}\n\n"))
 }
 
-/// A comment line: invisible to the EventSource API, but it keeps proxies from timing out an
-/// idle stream and makes a vanished client show up as a failed write.
-pub fn comment(text: &str) -> Bytes {
-    debug_assert!(!text.contains(['\r', '\n']));
-    Bytes::from(format!(": {text}\n\n"))
+/// The keep-alive: keeps proxies from timing out an idle stream, makes a vanished client show
+/// up as a failed write, and lets the client's watchdog see the stream is alive (see
+/// `app::event::PING_EVENT` for why it is an event, not a comment).
+pub fn ping() -> Bytes {
+    Bytes::from_static(b"event: ping\ndata: \n\n")
 }
 
 /// Bytes of padding that push an event through HttpPlatformHandler's output buffer (about
@@ -138,8 +138,16 @@ mod tests {
     #[test]
     fn control_frames() {
         assert_eq!(&retry(2000)[..], b"retry: 2000\n\n");
-        assert_eq!(&comment("keep-alive")[..], b": keep-alive\n\n");
-        assert!(parse(comment("keep-alive")).is_empty());
+        let pings = parse(ping());
+        assert_eq!(pings.len(), 1);
+        assert_eq!(
+            (
+                pings[0].event.as_str(),
+                pings[0].data.as_str(),
+                pings[0].id.as_str()
+            ),
+            ("ping", "", "")
+        );
     }
 
     proptest! {

@@ -264,7 +264,7 @@ async fn keep_alive_comments_flow_on_a_quiet_stream() {
         .bytes_stream();
     let mut seen = String::new();
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !seen.contains(": keep-alive\n\n") {
+    while !seen.contains("event: ping\ndata: \n\n") {
         let chunk = tokio::time::timeout_at(deadline, raw.next())
             .await
             .expect("a keep-alive within the time limit")
