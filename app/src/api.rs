@@ -10,15 +10,18 @@ use leptos::prelude::*;
 /// through the same hub, so every subscriber sees every event once, in order.
 #[cfg(feature = "ssr")]
 pub trait EventBackend: Send + Sync + 'static {
-    /// Validates and publishes; the error text is meant for the person who sent it.
-    fn publish(
-        &self,
-        topic: &str,
-        text: &str,
-        client: &str,
-    ) -> Result<crate::event::LiveEvent, String>;
+    /// Checks the request (read from the Leptos context), validates and publishes.
+    fn publish(&self, topic: &str, text: &str) -> Result<crate::event::LiveEvent, Refusal>;
     /// Everything the page needs for its first render.
     fn page_data(&self) -> PageData;
+}
+
+/// Why a publish was refused: the HTTP status to answer and a message for the sender.
+#[cfg(feature = "ssr")]
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
 }
 
 /// How the server hands its backend to the server functions (through `provide_context`).
@@ -42,29 +45,19 @@ pub async fn load_page() -> Result<PageData, ServerFnError> {
 /// The page's publish form. Same validation and hub as `POST /api/publish`.
 #[server(endpoint = "publish_event")]
 pub async fn publish_event(topic: String, text: String) -> Result<u64, ServerFnError> {
-    let client = client_address().await;
     backend()?
         .0
-        .publish(&topic, &text, &client)
+        .publish(&topic, &text)
         .map(|event| event.id)
         .map_err(|refusal| {
-            // A refusal is the sender's mistake: 400, as `POST /api/publish` answers, not 500.
-            if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
-                response.set_status(axum::http::StatusCode::BAD_REQUEST);
+            // A refusal is the sender's mistake (400, 403, 429), as `POST /api/publish`
+            // answers it, not a server error.
+            if let (Some(response), Ok(status)) = (
+                use_context::<leptos_axum::ResponseOptions>(),
+                axum::http::StatusCode::from_u16(refusal.status),
+            ) {
+                response.set_status(status);
             }
-            ServerFnError::new(refusal)
+            ServerFnError::new(refusal.message)
         })
 }
-
-/// The peer address for the log line, as the server recorded it for this request.
-#[cfg(feature = "ssr")]
-async fn client_address() -> String {
-    use_context::<ClientAddr>()
-        .map(|c| c.0)
-        .unwrap_or_else(|| "unknown".to_string())
-}
-
-/// The address the server attributes a request to (set per request by the server).
-#[cfg(feature = "ssr")]
-#[derive(Clone, Debug)]
-pub struct ClientAddr(pub String);

@@ -84,6 +84,19 @@ pub struct Args {
     #[arg(long, env = "EVENTS_SUBSCRIBER_BUFFER", default_value_t = 1024)]
     pub subscriber_buffer: usize,
 
+    /// Most streams open at once; past it new streams get 503 with a jittered Retry-After.
+    #[arg(long, env = "EVENTS_MAX_STREAMS", default_value_t = 10_000)]
+    pub max_streams: usize,
+
+    /// Publishes per second allowed to one client address (bursts of twice that); 0 = no limit.
+    #[arg(long, env = "EVENTS_PUBLISH_RATE", default_value_t = 100)]
+    pub publish_rate: u32,
+
+    /// When set, `POST /api/publish` needs `Authorization: Bearer <key>` (or `X-Publish-Key`).
+    /// The page's own form stays open to same-origin posts.
+    #[arg(long, env = "EVENTS_PUBLISH_KEY", hide_env_values = true)]
+    pub publish_key: Option<String>,
+
     /// Pad each event with an 8 KiB comment so HttpPlatformHandler's output buffer passes it
     /// on at once: "auto" (when started by HttpPlatformHandler), "on" or "off".
     #[arg(long, env = "EVENTS_PAD", default_value = "auto")]
@@ -124,6 +137,9 @@ pub struct Config {
     pub page_rows: usize,
     pub max_text: usize,
     pub subscriber_buffer: usize,
+    pub max_streams: usize,
+    pub publish_rate: u32,
+    pub publish_key: Option<String>,
     /// Whether each event is followed by [`crate::wire::PAD_BYTES`] of padding.
     pub pad: bool,
     pub log: String,
@@ -167,6 +183,9 @@ impl Config {
         if args.subscriber_buffer == 0 {
             return err("EVENTS_SUBSCRIBER_BUFFER: must be at least 1");
         }
+        if args.max_streams == 0 {
+            return err("EVENTS_MAX_STREAMS: must be at least 1");
+        }
         if args.max_text == 0 {
             return err("EVENTS_MAX_TEXT: must be at least 1");
         }
@@ -196,6 +215,9 @@ impl Config {
             page_rows: args.page_rows,
             max_text: args.max_text,
             subscriber_buffer: args.subscriber_buffer,
+            max_streams: args.max_streams,
+            publish_rate: args.publish_rate,
+            publish_key: args.publish_key.filter(|k| !k.is_empty()),
             pad,
             log: args.log,
         })

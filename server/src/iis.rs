@@ -104,6 +104,40 @@ fn canonical_base(uri: &Uri, base: &str) -> Option<Uri> {
     rewritten.parse().ok()
 }
 
+/// The client's IP, for per-client limits: the same trust rule as [`client_addr`].
+pub fn client_ip(
+    trusted: bool,
+    peer: std::net::SocketAddr,
+    headers: &axum::http::HeaderMap,
+) -> std::net::IpAddr {
+    if trusted {
+        if let Some(entry) = last_entry(headers, "x-forwarded-for") {
+            // `1.2.3.4:5678`, `[2001:db8::1]:443`, or a bare address.
+            let host = match entry.rsplit_once(':') {
+                Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !h.is_empty() => {
+                    h.trim_start_matches('[').trim_end_matches(']')
+                }
+                _ => entry.as_str(),
+            };
+            if let Ok(ip) = host.parse() {
+                return ip;
+            }
+        }
+    }
+    peer.ip()
+}
+
+fn last_entry(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .rfind(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
 /// The client's address for the logs. Behind the module (a valid token was required to get
 /// here) it is the **last** `X-Forwarded-For` entry, the one the module appended; earlier
 /// entries are whatever the client sent. Without a token the header is anyone's to forge, so
@@ -114,18 +148,8 @@ pub fn client_addr(
     headers: &axum::http::HeaderMap,
 ) -> String {
     if trusted {
-        let last = |name: &str| {
-            headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .map(str::trim)
-                .rfind(|v| !v.is_empty())
-                .map(str::to_string)
-        };
-        if let Some(addr) = last("x-forwarded-for") {
-            return match last("x-forwarded-proto") {
+        if let Some(addr) = last_entry(headers, "x-forwarded-for") {
+            return match last_entry(headers, "x-forwarded-proto") {
                 Some(proto) => format!("{addr} ({proto})"),
                 None => addr,
             };
@@ -175,5 +199,14 @@ mod tests {
         let mut v6 = HeaderMap::new();
         v6.insert("x-forwarded-for", "[2001:db8::1]:443".parse().expect("v"));
         assert_eq!(client_addr(true, peer, &v6), "[2001:db8::1]:443");
+        assert_eq!(
+            client_ip(true, peer, &v6),
+            "2001:db8::1".parse::<std::net::IpAddr>().expect("ip")
+        );
+        assert_eq!(
+            client_ip(true, peer, &h),
+            "203.0.113.7".parse::<std::net::IpAddr>().expect("ip")
+        );
+        assert_eq!(client_ip(false, peer, &h), peer.ip());
     }
 }

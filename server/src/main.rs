@@ -5,8 +5,10 @@ mod config;
 mod error;
 mod hub;
 mod iis;
+mod limits;
 mod publish;
 mod routes;
+mod security;
 mod shutdown;
 mod sse;
 mod state;
@@ -87,6 +89,7 @@ async fn serve(config: Config) -> Result<(), String> {
         leptos,
         shutdown: shutdown.clone(),
         open_streams: Default::default(),
+        publish_limit: Arc::new(limits::PublishLimit::new(config.publish_rate)),
     };
     if config.pad {
         tracing::info!(

@@ -30,6 +30,10 @@ pub async fn publish(
     headers: HeaderMap,
     body: Result<Json<PublishRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Published>), ApiError> {
+    if let Some(key) = &state.config.publish_key {
+        check_key(key, &headers)?;
+    }
+    state.publish_limit.check(state.client_ip(peer, &headers))?;
     let Json(request) = body?;
     let client = state.client_addr(peer, &headers);
     let frame = state
@@ -45,4 +49,21 @@ pub async fn publish(
             sent_ms: frame.event.sent_ms,
         }),
     ))
+}
+
+/// `Authorization: Bearer <key>` or `X-Publish-Key: <key>`.
+fn check_key(key: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let header = headers.get("x-publish-key").and_then(|v| v.to_str().ok());
+    match bearer.or(header) {
+        Some(given) if given.trim() == key => Ok(()),
+        Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong publish key")),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "publishing needs a key: send Authorization: Bearer <EVENTS_PUBLISH_KEY>",
+        )),
+    }
 }

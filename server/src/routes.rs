@@ -1,14 +1,11 @@
 //! The router: the stream and publish endpoints, the Leptos page and its server functions,
 //! and the client's static files, all under the path base.
 
-use crate::{backend::PageBackend, iis, publish, sse, state::AppState};
-use app::{
-    api::{Backend, ClientAddr},
-    shell, App, PathBase,
-};
+use crate::{backend::PageBackend, iis, publish, security, sse, state::AppState};
+use app::{api::Backend, shell, App, PathBase};
 use axum::{
-    extract::{ConnectInfo, DefaultBodyLimit},
-    http::request::Parts,
+    extract::DefaultBodyLimit,
+    http::{header, request::Parts, HeaderValue},
     middleware,
     routing::{get, post},
     Router,
@@ -16,18 +13,18 @@ use axum::{
 use leptos::prelude::provide_context;
 use leptos_axum::{file_and_error_handler_with_context, generate_route_list, LeptosRoutes};
 use leptos_router::location::RequestUrl;
-use std::{net::SocketAddr, sync::Arc};
-use tower_http::compression::CompressionLayer;
+use std::sync::Arc;
+use tower_http::{compression::CompressionLayer, set_header::SetResponseHeaderLayer};
 
 pub fn router(state: AppState) -> Router {
     let backend = Backend(Arc::new(PageBackend {
-        hub: state.hub.clone(),
-        config: state.config.clone(),
+        state: state.clone(),
     }));
     let base = state.config.path_base.clone();
     let context = {
-        let state = state.clone();
+        let options = state.leptos.clone();
         move || {
+            security::add_page_headers(&options);
             provide_context(backend.clone());
             provide_context(PathBase(base.clone()));
             if let Some(parts) = leptos::prelude::use_context::<Parts>() {
@@ -36,9 +33,6 @@ pub fn router(state: AppState) -> Router {
                     // full path (the browser's location): give it back for rendering.
                     let rest = parts.uri.path_and_query().map_or("/", |p| p.as_str());
                     provide_context(RequestUrl::new(&format!("http://leptos.dev{base}{rest}")));
-                }
-                if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-                    provide_context(ClientAddr(state.client_addr(*peer, &parts.headers)));
                 }
             }
         }
@@ -63,6 +57,10 @@ pub fn router(state: AppState) -> Router {
         // tower-http's default predicate never compresses `text/event-stream`, so the stream
         // is not held back by a compressor; pages and the .wasm are.
         .layer(CompressionLayer::new())
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .with_state(state.clone());
 
     let app = match state.config.path_base.as_str() {

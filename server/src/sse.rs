@@ -6,7 +6,7 @@
 //! the server stops (so browsers reconnect and resume on the next process) or when the client
 //! falls too far behind (it resumes from the history).
 
-use crate::{error::ApiError, hub::Resume, state::AppState, wire};
+use crate::{error::ApiError, hub::Resume, limits, state::AppState, wire};
 use app::event::{Ready, READY_EVENT, RESET_EVENT};
 use axum::{
     body::Body,
@@ -47,9 +47,18 @@ pub async fn events(
         .map(|v| v.to_str().unwrap_or("(not text)"));
     let resume = Resume::parse(header.or(query.last_event_id.as_deref()));
 
+    // Counted before anything is allocated for the stream; the guard below gives it back.
+    let open = state.open_streams.fetch_add(1, Ordering::Relaxed) + 1;
+    if open > state.config.max_streams {
+        state.open_streams.fetch_sub(1, Ordering::Relaxed);
+        return Ok(limits::too_many_streams(open - 1));
+    }
     let sub = state.hub.subscribe(&resume);
     let mut first = BytesMut::new();
-    first.extend_from_slice(&wire::retry(state.config.retry.as_millis() as u64));
+    // Each connection gets its own reconnect delay, so a restart does not bring every client
+    // back in the same instant.
+    let retry = limits::jitter(state.config.retry);
+    first.extend_from_slice(&wire::retry(retry.as_millis() as u64));
     if let Some(reset) = &sub.reset {
         let data = serde_json::to_string(reset).unwrap_or_default();
         first.extend_from_slice(&wire::encode(None, Some(RESET_EVENT), &data));
@@ -74,7 +83,6 @@ pub async fn events(
         first.extend_from_slice(pad);
     }
 
-    let open = state.open_streams.fetch_add(1, Ordering::Relaxed) + 1;
     tracing::info!(%client, ?resume, replayed, reset = sub.reset.is_some(), open, "stream opened");
 
     let mut heartbeat = tokio::time::interval_at(

@@ -18,6 +18,7 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Streams open right now.
     pub open_streams: Arc<AtomicUsize>,
+    pub publish_limit: Arc<crate::limits::PublishLimit>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -30,5 +31,9 @@ impl AppState {
     /// The address a request is attributed to in the logs.
     pub fn client_addr(&self, peer: SocketAddr, headers: &HeaderMap) -> String {
         crate::iis::client_addr(self.config.token.is_some(), peer, headers)
+    }
+
+    pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> std::net::IpAddr {
+        crate::iis::client_ip(self.config.token.is_some(), peer, headers)
     }
 }
