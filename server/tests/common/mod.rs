@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of this
 
+pub mod ancm;
+
 use eventsource_stream::{Event, Eventsource};
 use futures::{Stream, StreamExt};
 use std::{

@@ -1,0 +1,1121 @@
+//! A test-side imitation of IIS in front of the server: the ASP.NET Core Module
+//! (AspNetCoreModuleV2, out-of-process) and, for contrast, HttpPlatformHandler.
+//!
+//! It is driven by the REAL `web.config` of the repository (or of a folder made by
+//! `cargo xtask publish`): `processPath`, `arguments`, `startupTimeLimit`, `shutdownTimeLimit`,
+//! `requestTimeout` and `<environmentVariables>` come from there. What it does with them follows
+//! what the module does, as read from its source (`/work/shared/ANCM.md`, quoted below as
+//! "ANCM.md: ..."). Linux stands in for Windows where it must: `.\server.exe` runs as
+//! `./server`, SIGTERM stands in for Ctrl-Break and SIGKILL for `TerminateProcess`.
+//!
+//! Not imitated: the job object, `processesPerApplication` above 1, HTTPS, Windows
+//! authentication, `app_offline.htm`, and the module's lazy closing of a backend connection
+//! whose client went away (here the backend connection closes as soon as the client's does).
+
+use super::TempDir;
+use bytes::{Bytes, BytesMut};
+use eventsource_stream::{Event, Eventsource};
+use futures::{Stream, StreamExt};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full, StreamBody};
+use hyper::{
+    body::{Frame, Incoming},
+    header::{HeaderMap, HeaderName, HeaderValue},
+    Request, Response, StatusCode,
+};
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::{TokioExecutor, TokioIo},
+};
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    hash::{BuildHasher, Hasher},
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    net::{TcpListener, TcpStream},
+    process::{Child, Command},
+    task::JoinHandle,
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type FrontBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// ANCM.md: "the module polls the IPv4 listener table every 250 ms".
+const READY_POLL: Duration = Duration::from_millis(250);
+/// ANCM.md, HttpPlatformHandler: "Its output path holds about 8 KB before sending".
+pub const HTTP_PLATFORM_BUFFER: usize = 8192;
+
+// ---------------------------------------------------------------------------------------------
+// web.config
+// ---------------------------------------------------------------------------------------------
+
+/// What the module reads from `<aspNetCore>`.
+#[derive(Clone, Debug)]
+pub struct WebConfig {
+    /// As written, e.g. `.\server.exe`.
+    pub process_path: String,
+    pub arguments: String,
+    pub stdout_log_enabled: bool,
+    /// As written, e.g. `.\logs\stdout` (a prefix: the module adds `_<time>_<pid>.log`).
+    pub stdout_log_file: String,
+    pub startup_time_limit: Duration,
+    pub shutdown_time_limit: Duration,
+    /// An idle timeout between two reads from the backend, not a total (ANCM.md).
+    pub request_timeout: Duration,
+    /// `<environmentVariables>`, in document order.
+    pub env: Vec<(String, String)>,
+}
+
+impl WebConfig {
+    pub fn load(path: &Path) -> WebConfig {
+        let xml = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        WebConfig::parse(&xml)
+    }
+
+    /// Missing attributes take the module's defaults: startupTimeLimit 120 s,
+    /// shutdownTimeLimit 10 s, requestTimeout 2 minutes (ANCM.md).
+    pub fn parse(xml: &str) -> WebConfig {
+        let doc = roxmltree::Document::parse(xml).expect("web.config is well-formed XML");
+        let node = doc
+            .descendants()
+            .find(|n| n.has_tag_name("aspNetCore"))
+            .expect("web.config has an <aspNetCore> element");
+        let attr = |name: &str| node.attribute(name).map(str::trim);
+        let seconds = |name: &str, default: u64| {
+            attr(name).map_or(Duration::from_secs(default), |v| {
+                Duration::from_secs(v.parse().unwrap_or_else(|_| panic!("{name}='{v}'")))
+            })
+        };
+        let env = node
+            .descendants()
+            .filter(|n| n.has_tag_name("environmentVariable"))
+            .map(|n| {
+                let name = n.attribute("name").expect("environmentVariable name");
+                (name.to_string(), n.attribute("value").unwrap_or("").into())
+            })
+            .collect();
+        WebConfig {
+            process_path: attr("processPath")
+                .expect("<aspNetCore processPath>")
+                .to_string(),
+            arguments: attr("arguments").unwrap_or("").to_string(),
+            stdout_log_enabled: attr("stdoutLogEnabled")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            stdout_log_file: attr("stdoutLogFile")
+                .unwrap_or(r".\logs\stdout")
+                .to_string(),
+            startup_time_limit: seconds("startupTimeLimit", 120),
+            shutdown_time_limit: seconds("shutdownTimeLimit", 10),
+            request_timeout: attr("requestTimeout").map_or(Duration::from_secs(120), timespan),
+            env,
+        }
+    }
+
+    pub fn env_var(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A .NET TimeSpan as IIS writes it: `hh:mm:ss` (optionally `d.hh:mm:ss` and `.fff`).
+pub fn timespan(value: &str) -> Duration {
+    let bad = || -> ! { panic!("requestTimeout='{value}' is not hh:mm:ss") };
+    let number = |s: &str| s.parse::<u64>().unwrap_or_else(|_| bad());
+    let (days, rest) = match value.split_once('.') {
+        Some((d, rest)) if !d.contains(':') => (number(d), rest),
+        _ => (0, value),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let [h, m, s] = parts.as_slice() else { bad() };
+    let s: f64 = s.parse().unwrap_or_else(|_| bad());
+    Duration::from_secs((days * 24 + number(h)) * 3600 + number(m) * 60)
+        + Duration::from_secs_f64(s)
+}
+
+/// A copy of `xml` with one `<environmentVariable>` set (replaced, or added at the end of
+/// `<environmentVariables>`). For tests that need a different setting: the module lets
+/// web.config win over everything, so the only honest way to change a setting is the file.
+pub fn with_env(xml: &str, name: &str, value: &str) -> String {
+    let doc = roxmltree::Document::parse(xml).expect("web.config is well-formed XML");
+    let element = format!(
+        r#"<environmentVariable name="{}" value="{}" />"#,
+        escape(name),
+        escape(value)
+    );
+    if let Some(existing) = doc.descendants().find(|n| {
+        n.has_tag_name("environmentVariable")
+            && n.attribute("name")
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+    }) {
+        let r = existing.range();
+        return format!("{}{element}{}", &xml[..r.start], &xml[r.end..]);
+    }
+    let list = doc
+        .descendants()
+        .find(|n| n.has_tag_name("environmentVariables"))
+        .expect("web.config has <environmentVariables>");
+    let r = list.range();
+    let close = xml[r.clone()]
+        .rfind("</environmentVariables>")
+        .map(|i| r.start + i)
+        .expect("<environmentVariables> is not self-closing");
+    format!("{}  {element}\n        {}", &xml[..close], &xml[close..])
+}
+
+/// A copy of `xml` with one attribute of `<aspNetCore>` changed (e.g. `requestTimeout`).
+pub fn with_attribute(xml: &str, name: &str, value: &str) -> String {
+    let doc = roxmltree::Document::parse(xml).expect("web.config is well-formed XML");
+    let node = doc
+        .descendants()
+        .find(|n| n.has_tag_name("aspNetCore"))
+        .expect("web.config has an <aspNetCore> element");
+    let attr = node
+        .attributes()
+        .find(|a| a.name() == name)
+        .unwrap_or_else(|| panic!("<aspNetCore> has no {name}"));
+    let r = attr.range_value();
+    format!("{}{}{}", &xml[..r.start], escape(value), &xml[r.end..])
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+/// `%VAR%` in a web.config value is expanded from the environment the process gets
+/// (ANCM.md: "`%VAR%` in them is expanded"); an unknown `%NAME%` stays as written, as
+/// Windows' `ExpandEnvironmentStrings` leaves it.
+pub fn expand(value: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find('%') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find('%') {
+            Some(end) if end > 0 => {
+                let name = &after[..end];
+                match env.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+                    Some((_, v)) => out.push_str(v),
+                    None => {
+                        out.push('%');
+                        out.push_str(name);
+                        out.push('%');
+                    }
+                }
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push('%');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The published folder
+// ---------------------------------------------------------------------------------------------
+
+/// A folder laid out as `cargo xtask publish` lays it out (`server`, `site/`, `web.config`,
+/// `logs/`), private to one test and removed after it.
+#[derive(Clone)]
+pub struct Published {
+    dir: Arc<TempDir>,
+}
+
+impl Published {
+    /// A copy of `PUBLISHED_DIR` when set (made by `cargo xtask publish --target
+    /// x86_64-unknown-linux-gnu`); otherwise the test build of the server, `SITE_ROOT` (or an
+    /// empty `site/pkg/`), the repository's web.config and an empty `logs/`.
+    pub fn new(tag: &str) -> Published {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path =
+            std::env::temp_dir().join(format!("sse-live-iis-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create the published folder");
+        let dir = TempDir(path.clone());
+        match std::env::var_os("PUBLISHED_DIR").filter(|v| !v.is_empty()) {
+            Some(source) => copy_dir(Path::new(&source), &path),
+            None => {
+                link_or_copy(
+                    Path::new(env!("CARGO_BIN_EXE_server")),
+                    &path.join("server"),
+                );
+                match std::env::var_os("SITE_ROOT").filter(|v| !v.is_empty()) {
+                    Some(site) => copy_dir(Path::new(&site), &path.join("site")),
+                    None => std::fs::create_dir_all(path.join("site").join("pkg"))
+                        .expect("create site/pkg"),
+                }
+                let web_config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web.config");
+                std::fs::copy(&web_config, path.join("web.config")).expect("copy web.config");
+                std::fs::create_dir_all(path.join("logs")).expect("create logs/");
+            }
+        }
+        for needed in ["server", "site", "web.config", "logs"] {
+            assert!(
+                path.join(needed).exists(),
+                "the published folder {} has no {needed}",
+                path.display()
+            );
+        }
+        Published { dir: Arc::new(dir) }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir.0
+    }
+
+    pub fn web_config_path(&self) -> PathBuf {
+        self.path().join("web.config")
+    }
+
+    pub fn web_config(&self) -> WebConfig {
+        WebConfig::load(&self.web_config_path())
+    }
+
+    /// Writes a modified web.config into this (temporary) folder: test-only.
+    pub fn set_env(&self, name: &str, value: &str) -> &Self {
+        self.rewrite(|xml| with_env(xml, name, value))
+    }
+
+    /// Writes web.config with one attribute of `<aspNetCore>` changed: test-only.
+    pub fn set_attribute(&self, name: &str, value: &str) -> &Self {
+        self.rewrite(|xml| with_attribute(xml, name, value))
+    }
+
+    fn rewrite(&self, change: impl FnOnce(&str) -> String) -> &Self {
+        let path = self.web_config_path();
+        let xml = std::fs::read_to_string(&path).expect("read web.config");
+        let changed = change(&xml);
+        // Removed first: never write through a link into the original.
+        std::fs::remove_file(&path).expect("remove web.config");
+        std::fs::write(&path, changed).expect("write web.config");
+        self
+    }
+
+    /// The stdout log files the module wrote into `logs/`.
+    pub fn log_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.path().join("logs"))
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+}
+
+/// The server binary is hundreds of MB in a debug build: a hard link when the file system
+/// allows it (nothing ever writes to it), a copy otherwise.
+fn link_or_copy(from: &Path, to: &Path) {
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create folder");
+    let entries =
+        std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
+    for entry in entries {
+        let entry = entry.expect("folder entry");
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().expect("file type");
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() == "server" {
+            link_or_copy(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The module
+// ---------------------------------------------------------------------------------------------
+
+/// Which IIS module is imitated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handler {
+    /// AspNetCoreModuleV2, out-of-process; `appl_path` is `/` at the site root or `/live`
+    /// under an application (ANCM.md: "leading slash, no trailing slash").
+    AspNetCoreModule { appl_path: String },
+    /// HttpPlatformHandler: port in `HTTP_PLATFORM_PORT`, no token, and about 8 KB of the
+    /// response held before anything is sent.
+    HttpPlatformHandler,
+}
+
+impl Handler {
+    pub fn site_root() -> Handler {
+        Handler::AspNetCoreModule {
+            appl_path: "/".into(),
+        }
+    }
+
+    pub fn application(path: &str) -> Handler {
+        Handler::AspNetCoreModule {
+            appl_path: path.into(),
+        }
+    }
+}
+
+/// What one request through the front looked like to the backend (for assertions).
+#[derive(Clone, Debug)]
+pub struct Forwarded {
+    pub path: String,
+    pub x_forwarded_for: String,
+    pub status: Option<u16>,
+}
+
+/// What happened when the module stopped the process.
+#[derive(Clone, Debug)]
+pub struct Stopped {
+    /// Status of `POST .../iisintegration` (`None`: no answer, or HttpPlatformHandler).
+    pub shutdown_status: Option<u16>,
+    /// From sending the shutdown request to the process's exit.
+    pub exited_after: Duration,
+    /// The answer was not 202, so the stand-in for Ctrl-Break (SIGTERM) was sent.
+    pub signalled: bool,
+    /// `shutdownTimeLimit` ran out and the process was killed.
+    pub killed: bool,
+    pub exit: Option<ExitStatus>,
+}
+
+/// One started process and the "IIS front" that forwards to it.
+pub struct Module {
+    pub handler: Handler,
+    pub config: WebConfig,
+    /// The backend's port (`ASPNETCORE_PORT` / `HTTP_PLATFORM_PORT`).
+    pub port: u16,
+    /// `ASPNETCORE_TOKEN`; `None` under HttpPlatformHandler.
+    pub token: Option<String>,
+    /// Where clients connect: the imitation of IIS's binding.
+    pub front: SocketAddr,
+    /// From starting the process to the first accepted readiness probe.
+    pub ready_after: Duration,
+    /// Start attempts used (the module makes two, each on a new port).
+    pub attempts: u32,
+    /// Every line the process wrote to stdout and stderr.
+    pub logs: Arc<Mutex<Vec<String>>>,
+    /// `logs/stdout_<UTC time>_<pid>.log`, when `stdoutLogEnabled`.
+    pub log_file: Option<PathBuf>,
+    forwarded: Arc<Mutex<Vec<Forwarded>>>,
+    child: Child,
+    accept: JoinHandle<()>,
+    _folder: Published,
+}
+
+impl Module {
+    /// Starts the server in `folder` as the module would, waits for it to listen, and opens
+    /// the front. Panics (the browser's 502.5) when both start attempts fail.
+    pub async fn start(folder: &Published, handler: Handler) -> Module {
+        let config = folder.web_config();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let log_file = stdout_log_path(folder.path(), &config);
+        let mut failures = Vec::new();
+        // ANCM.md: "Two start attempts, each on a new port".
+        for attempt in 1..=2 {
+            let started =
+                Launch::new(folder, &config, &handler, log_file.clone(), logs.clone()).await;
+            match started {
+                Ok(launch) => {
+                    let forwarded = Arc::new(Mutex::new(Vec::new()));
+                    let front = Front {
+                        handler: handler.clone(),
+                        port: launch.port,
+                        token: launch.token.clone(),
+                        request_timeout: config.request_timeout,
+                        client: backend_client(),
+                        forwarded: forwarded.clone(),
+                    };
+                    let (front_addr, accept) = front.listen().await;
+                    return Module {
+                        handler,
+                        config,
+                        port: launch.port,
+                        token: launch.token,
+                        front: front_addr,
+                        ready_after: launch.ready_after,
+                        attempts: attempt,
+                        logs,
+                        log_file,
+                        forwarded,
+                        child: launch.child,
+                        accept,
+                        _folder: folder.clone(),
+                    };
+                }
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!(
+            "HTTP Error 502.5 - ANCM Out-Of-Process Startup Failure: {failures:?}; the log: {:?}",
+            logs.lock().expect("logs")
+        );
+    }
+
+    /// `http://front{path}`, the path as the browser sends it.
+    pub fn front_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.front)
+    }
+
+    /// A URL inside the application: `/api/events` is `/live/api/events` under `/live`.
+    pub fn url(&self, path: &str) -> String {
+        self.front_url(&format!("{}{path}", self.base()))
+    }
+
+    /// Straight to the backend, around the front (and without the token).
+    pub fn backend_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}{path}", self.port, self.base())
+    }
+
+    /// `""` or `/live`.
+    fn base(&self) -> &str {
+        match &self.handler {
+            Handler::AspNetCoreModule { appl_path } => appl_path.trim_end_matches('/'),
+            Handler::HttpPlatformHandler => "",
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    pub fn forwarded(&self) -> Vec<Forwarded> {
+        self.forwarded.lock().expect("forwarded").clone()
+    }
+
+    /// Publishes through the front; the event's id.
+    pub async fn publish(&self, topic: &str, text: &str) -> u64 {
+        let res = super::client()
+            .post(self.url("/api/publish"))
+            .json(&serde_json::json!({ "topic": topic, "text": text }))
+            .send()
+            .await
+            .expect("publish through the front");
+        assert_eq!(res.status(), 201, "publish {topic} through the front");
+        let body: serde_json::Value = res.json().await.expect("publish answer");
+        body["id"].as_u64().expect("id in the answer")
+    }
+
+    /// Opens `/api/events...` through the front (at the application's path) once the response
+    /// headers are in, parsed by a real SSE client parser. An error in the body (a cut stream)
+    /// fails the test: streams must end cleanly.
+    pub async fn stream(
+        &self,
+        path_and_query: &str,
+        last_event_id: Option<&str>,
+    ) -> impl Stream<Item = Event> + Unpin + Send {
+        let mut req = super::client().get(self.url(path_and_query));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let res = req.send().await.expect("stream request through the front");
+        assert_eq!(res.status(), 200, "stream through the front");
+        Box::pin(res.bytes_stream().eventsource().map(|e| match e {
+            Ok(event) => event,
+            Err(e) => panic!("the stream through the front broke instead of ending: {e}"),
+        }))
+    }
+
+    /// Waits (up to `PATIENCE`) for a log line containing every one of `parts`.
+    pub async fn wait_for_log(&self, parts: &[&str]) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(line) = self
+                .logs
+                .lock()
+                .expect("logs")
+                .iter()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
+                return line.clone();
+            }
+            assert!(
+                start.elapsed() < super::PATIENCE,
+                "no log line with {parts:?} in {:?}",
+                self.logs.lock().expect("logs")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Recycles the way the module does (ANCM.md, "Stopping the server"): new requests stop
+    /// reaching this process; `POST {appl path}/iisintegration` with `MS-ASPNETCORE-EVENT:
+    /// shutdown ` and the token on a new connection, expecting 202; otherwise Ctrl-Break
+    /// (SIGTERM here); then up to `shutdownTimeLimit` for the exit, and `TerminateProcess`
+    /// (SIGKILL) after that. Under HttpPlatformHandler there is no handshake to imitate: the
+    /// process is ended.
+    pub async fn stop(&mut self) -> Stopped {
+        self.accept.abort();
+        let started = Instant::now();
+        let limit = self.config.shutdown_time_limit;
+        if self.handler == Handler::HttpPlatformHandler {
+            let _ = self.child.kill().await;
+            return Stopped {
+                shutdown_status: None,
+                exited_after: started.elapsed(),
+                signalled: false,
+                killed: true,
+                exit: self.child.try_wait().ok().flatten(),
+            };
+        }
+        let path = format!("{}/iisintegration", self.base());
+        let token = self.token.clone().unwrap_or_default();
+        let shutdown_status =
+            tokio::time::timeout(limit, shutdown_request(self.port, &path, &token))
+                .await
+                .ok()
+                .flatten();
+        let mut signalled = false;
+        if shutdown_status != Some(202) {
+            signalled = true;
+            if let Some(pid) = self.child.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+        }
+        let remaining = limit.saturating_sub(started.elapsed());
+        let (exit, killed) = match tokio::time::timeout(remaining, self.child.wait()).await {
+            Ok(status) => (status.ok(), false),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                (self.child.try_wait().ok().flatten(), true)
+            }
+        };
+        Stopped {
+            shutdown_status,
+            exited_after: started.elapsed(),
+            signalled,
+            killed,
+            exit,
+        }
+    }
+}
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        self.accept.abort();
+        // `kill_on_drop` ends the process if the test did not stop it.
+    }
+}
+
+/// `POST {path}` on a connection of its own, as the module sends it; the status, if any.
+async fn shutdown_request(port: u16, path: &str, token: &str) -> Option<u16> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let req = Request::post(path)
+        .header("host", format!("127.0.0.1:{port}"))
+        // ANCM.md: "`MS-ASPNETCORE-EVENT:shutdown ` (note the trailing space: trim it)".
+        .header("ms-aspnetcore-event", "shutdown ")
+        .header("ms-aspnetcore-token", token)
+        .header("content-length", "0")
+        .body(Empty::<Bytes>::new())
+        .ok()?;
+    let res = send.send_request(req).await.ok()?;
+    Some(res.status().as_u16())
+}
+
+/// One start attempt that got as far as a listening process.
+struct Launch {
+    child: Child,
+    port: u16,
+    token: Option<String>,
+    ready_after: Duration,
+}
+
+impl Launch {
+    async fn new(
+        folder: &Published,
+        config: &WebConfig,
+        handler: &Handler,
+        log_file: Option<PathBuf>,
+        logs: Arc<Mutex<Vec<String>>>,
+    ) -> Result<Launch, String> {
+        // ANCM.md: "`ASPNETCORE_PORT` (random in 10000-48000 unless web.config fixes one)".
+        let port = match config.env_var("ASPNETCORE_PORT") {
+            Some(p) if matches!(handler, Handler::AspNetCoreModule { .. }) => {
+                p.parse().map_err(|_| format!("ASPNETCORE_PORT='{p}'"))?
+            }
+            _ => random_free_port(),
+        };
+        let mut env: BTreeMap<String, String> = std::env::vars()
+            // The test runner's environment is not w3wp's: nothing of ours leaks in.
+            .filter(|(k, _)| {
+                let k = k.to_ascii_uppercase();
+                !(k.starts_with("ASPNETCORE_")
+                    || k.starts_with("HTTP_PLATFORM_")
+                    || k.starts_with("LEPTOS_")
+                    || k.starts_with("EVENTS_")
+                    || k == "RUST_LOG")
+            })
+            .collect();
+        let token = match handler {
+            Handler::AspNetCoreModule { appl_path } => {
+                let token = guid();
+                env.insert("ASPNETCORE_PORT".into(), port.to_string());
+                env.insert("ASPNETCORE_TOKEN".into(), token.clone());
+                env.insert("ASPNETCORE_APPL_PATH".into(), appl_path.clone());
+                env.insert("ASPNETCORE_IIS_HTTPAUTH".into(), "anonymous;".into());
+                Some(token)
+            }
+            Handler::HttpPlatformHandler => {
+                env.insert("HTTP_PLATFORM_PORT".into(), port.to_string());
+                None
+            }
+        };
+        // ANCM.md: "web.config `<environmentVariables>` win over the inherited environment,
+        // and `%VAR%` in them is expanded"; the application path is the module's ("a
+        // web.config value is ignored").
+        for (name, value) in &config.env {
+            if name.eq_ignore_ascii_case("ASPNETCORE_APPL_PATH") {
+                continue;
+            }
+            let value = expand(value, &env);
+            env.retain(|k, _| !k.eq_ignore_ascii_case(name));
+            env.insert(name.clone(), value);
+        }
+
+        let program = folder.path().join(linux_process_path(&config.process_path));
+        let mut cmd = Command::new(&program);
+        cmd.args(config.arguments.split_whitespace())
+            // ANCM.md: "Working directory: the application folder."
+            .current_dir(folder.path())
+            .env_clear()
+            .envs(&env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = spawn_retrying(&mut cmd)
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let file = log_file.map(|path| {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            Arc::new(Mutex::new(f))
+        });
+        if let Some(out) = child.stdout.take() {
+            collect_lines(out, logs.clone(), file.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            collect_lines(err, logs.clone(), file);
+        }
+
+        // ANCM.md: "the module polls ... every 250 ms until `startupTimeLimit` ... for a
+        // listener on the port ... It then connects to `127.0.0.1` only." A connect to the
+        // IPv4 loopback stands in for reading the listener table.
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("the process exited during startup: {status}"));
+            }
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Ok(Launch {
+                    child,
+                    port,
+                    token,
+                    ready_after: started.elapsed(),
+                });
+            }
+            if started.elapsed() >= config.startup_time_limit {
+                let _ = child.kill().await;
+                return Err(format!(
+                    "nothing listened on 127.0.0.1:{port} within startupTimeLimit ({:?})",
+                    config.startup_time_limit
+                ));
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+    }
+}
+
+/// A copy of a large binary made while another test thread forks can make `exec` fail with
+/// ETXTBSY for a moment (the forked child briefly holds the copy's write descriptor).
+fn spawn_retrying(cmd: &mut Command) -> std::io::Result<Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(26) && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn collect_lines(
+    from: impl AsyncRead + Unpin + Send + 'static,
+    logs: Arc<Mutex<Vec<String>>>,
+    file: Option<Arc<Mutex<std::fs::File>>>,
+) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(from).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(f) = &file {
+                let _ = writeln!(f.lock().expect("log file"), "{line}");
+            }
+            logs.lock().expect("logs").push(line);
+        }
+    });
+}
+
+/// `.\server.exe` → `server`: the Windows path of web.config, as the Linux build names it.
+pub fn linux_process_path(process_path: &str) -> PathBuf {
+    let p = process_path.trim().replace('\\', "/");
+    let p = p.trim_start_matches("./");
+    let p = p.strip_suffix(".exe").unwrap_or(p);
+    PathBuf::from(p)
+}
+
+/// ANCM.md: "stdout log files ... are named `stdout_<UTC yyyyMMddHHmmss>_<w3wp pid>.log` in the
+/// folder that `stdoutLogFile` names" (our own pid stands in for w3wp's).
+fn stdout_log_path(folder: &Path, config: &WebConfig) -> Option<PathBuf> {
+    if !config.stdout_log_enabled {
+        return None;
+    }
+    let prefix = linux_process_path(&config.stdout_log_file);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let name = format!(
+        "{}_{}_{}.log",
+        prefix.file_name()?.to_string_lossy(),
+        utc_stamp(secs),
+        std::process::id()
+    );
+    Some(folder.join(prefix.parent()?).join(name))
+}
+
+/// `yyyyMMddHHmmss` in UTC (Howard Hinnant's civil-from-days).
+pub fn utc_stamp(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Random bits from the standard library's randomly keyed hasher (no extra dependency).
+fn random_u64() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+/// ANCM.md: "`ASPNETCORE_TOKEN` (a lowercase GUID, one per process)".
+pub fn guid() -> String {
+    let (a, b) = (random_u64(), random_u64());
+    // Version 4, RFC 4122 variant, like `Guid.NewGuid()`.
+    let a = (a & !0xf000) | 0x4000;
+    let b = (b & !(0xc << 60)) | (0x8 << 60);
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// ANCM.md: "random in 10000-48000": a random port there that is free right now.
+fn random_free_port() -> u16 {
+    for _ in 0..1000 {
+        let port = 10_000 + (random_u64() % 38_001) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 10000-48000");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The front: what IIS plus the module do to each request
+// ---------------------------------------------------------------------------------------------
+
+/// Backend connections are pooled HTTP/1.1 keep-alive (ANCM.md). `TCP_NODELAY` so that the
+/// imitation itself adds no Nagle delay to what is measured through it.
+fn backend_client() -> Client<HttpConnector, Incoming> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+#[derive(Clone)]
+struct Front {
+    handler: Handler,
+    port: u16,
+    token: Option<String>,
+    request_timeout: Duration,
+    client: Client<HttpConnector, Incoming>,
+    forwarded: Arc<Mutex<Vec<Forwarded>>>,
+}
+
+/// Hop-by-hop headers: a proxy never forwards them.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+impl Front {
+    async fn listen(self) -> (SocketAddr, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the front");
+        let addr = listener.local_addr().expect("front address");
+        let front = Arc::new(self);
+        let accept = tokio::spawn(async move {
+            while let Ok((tcp, peer)) = listener.accept().await {
+                let _ = tcp.set_nodelay(true);
+                let front = front.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let front = front.clone();
+                        async move { Ok::<_, Infallible>(front.forward(peer, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        (addr, accept)
+    }
+
+    async fn forward(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<FrontBody> {
+        let (mut parts, body) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        // ANCM.md: "The backend sees the full path **with** the application prefix".
+        parts.uri = format!("http://127.0.0.1:{}{path}", self.port)
+            .parse()
+            .expect("backend uri");
+        parts.version = hyper::Version::HTTP_11;
+        let headers = &mut parts.headers;
+        strip_hop_by_hop(headers);
+        // ANCM.md: "Every incoming `MS-ASPNETCORE-*` header is removed, then
+        // `MS-ASPNETCORE-TOKEN` is set". `Host` stays the client's.
+        let ours: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("ms-aspnetcore-"))
+            .cloned()
+            .collect();
+        for name in ours {
+            headers.remove(name);
+        }
+        if let Some(token) = &self.token {
+            headers.insert(
+                "ms-aspnetcore-token",
+                HeaderValue::from_str(token).expect("token"),
+            );
+        }
+        // ANCM.md: "`X-Forwarded-For` is **appended**: existing value, `, `, then the client's
+        // `address:port` (IPv6 as `[addr]:port`)", and `X-Forwarded-Proto` the same way.
+        let xff = append_forwarded(headers, "x-forwarded-for", &peer.to_string());
+        append_forwarded(headers, "x-forwarded-proto", "http");
+
+        let backend = Request::from_parts(parts, body);
+        // requestTimeout bounds each wait for the backend, the response head included.
+        let result = tokio::time::timeout(self.request_timeout, self.client.request(backend)).await;
+        let note = |status: Option<u16>| Forwarded {
+            path: path.clone(),
+            x_forwarded_for: xff.clone(),
+            status,
+        };
+        let res = match result {
+            Ok(Ok(res)) => res,
+            Ok(Err(e)) => {
+                self.forwarded.lock().expect("forwarded").push(note(None));
+                return plain(StatusCode::BAD_GATEWAY, format!("502.3 Bad Gateway: {e}"));
+            }
+            Err(_) => {
+                self.forwarded.lock().expect("forwarded").push(note(None));
+                return plain(
+                    StatusCode::BAD_GATEWAY,
+                    "502.3 Bad Gateway: requestTimeout elapsed".into(),
+                );
+            }
+        };
+        self.forwarded
+            .lock()
+            .expect("forwarded")
+            .push(note(Some(res.status().as_u16())));
+        let (mut parts, body) = res.into_parts();
+        // ANCM.md: "From the response, `Transfer-Encoding`, `Date` and `Connection` are
+        // dropped and the body is re-chunked by IIS" (hyper re-chunks and dates it here).
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove("date");
+        let hold = match self.handler {
+            Handler::AspNetCoreModule { .. } => None,
+            Handler::HttpPlatformHandler => Some(HTTP_PLATFORM_BUFFER),
+        };
+        let relay = Relay {
+            body,
+            idle: self.request_timeout,
+            hold,
+            held: BytesMut::new(),
+            done: false,
+        };
+        Response::from_parts(parts, StreamBody::new(relay.into_stream()).boxed_unsync())
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<String> = headers
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+        .collect();
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(listed.iter().map(String::as_str))
+    {
+        headers.remove(name);
+    }
+}
+
+/// Appends `value` to a comma-separated header (several header lines count as one list);
+/// the header's new value.
+fn append_forwarded(headers: &mut HeaderMap, name: &'static str, value: &str) -> String {
+    let mut list: Vec<String> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    list.push(value.to_string());
+    let joined = list.join(", ");
+    headers.insert(name, HeaderValue::from_str(&joined).expect("header value"));
+    joined
+}
+
+fn plain(status: StatusCode, text: String) -> Response<FrontBody> {
+    let mut res = Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *res.status_mut() = status;
+    res
+}
+
+/// The response body on its way from the backend to the client.
+struct Relay {
+    body: Incoming,
+    /// `requestTimeout`: the longest silence between two reads from the backend.
+    idle: Duration,
+    /// `None`: every read is passed on at once (ANCM.md: "it reads up to 8 KB from the
+    /// backend, writes it to IIS and flushes, every read"). `Some(n)`: HttpPlatformHandler,
+    /// which holds output until `n` bytes have accumulated or the response ends.
+    hold: Option<usize>,
+    held: BytesMut,
+    done: bool,
+}
+
+impl Relay {
+    fn into_stream(self) -> impl Stream<Item = Result<Frame<Bytes>, BoxError>> + Send {
+        futures::stream::unfold(self, |mut relay| async move {
+            if relay.done {
+                return None;
+            }
+            loop {
+                let read = tokio::time::timeout(relay.idle, relay.body.frame()).await;
+                match read {
+                    Err(_) => {
+                        // The stream is cut, as the module cuts it: an aborted response.
+                        relay.done = true;
+                        let e: BoxError = format!(
+                            "requestTimeout: nothing from the backend for {:?}",
+                            relay.idle
+                        )
+                        .into();
+                        return Some((Err(e), relay));
+                    }
+                    Ok(None) => {
+                        relay.done = true;
+                        if relay.held.is_empty() {
+                            return None;
+                        }
+                        let rest = relay.held.split().freeze();
+                        return Some((Ok(Frame::data(rest)), relay));
+                    }
+                    Ok(Some(Err(e))) => {
+                        relay.done = true;
+                        return Some((Err(e.into()), relay));
+                    }
+                    Ok(Some(Ok(frame))) => {
+                        let Ok(data) = frame.into_data() else {
+                            continue; // trailers: IIS does not pass them on
+                        };
+                        match relay.hold {
+                            None => return Some((Ok(Frame::data(data)), relay)),
+                            Some(limit) => {
+                                relay.held.extend_from_slice(&data);
+                                if relay.held.len() >= limit {
+                                    let out = relay.held.split().freeze();
+                                    return Some((Ok(Frame::data(out)), relay));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
