@@ -2,7 +2,7 @@
 //! with the same checks as `POST /api/publish` except the publish key, which the page's own
 //! users do not have: the form takes same-origin browser posts instead (see [`same_origin`]).
 
-use crate::state::AppState;
+use crate::{listener::Peer, state::AppState};
 use app::{
     api::{EventBackend, Refusal},
     event::{LiveEvent, PageData},
@@ -30,8 +30,8 @@ impl EventBackend for PageBackend {
             .ok_or_else(|| refuse(500, "server misconfigured: no request in context"))?;
         let peer = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0)
+            .get::<ConnectInfo<Peer>>()
+            .map(|c| c.0 .0)
             .ok_or_else(|| refuse(500, "server misconfigured: no peer address"))?;
         let client = self.state.client_addr(peer, &parts.headers);
         let outcome = self.check(&parts.headers, peer).and_then(|()| {

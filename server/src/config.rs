@@ -84,6 +84,11 @@ pub struct Args {
     #[arg(long, env = "EVENTS_SUBSCRIBER_BUFFER", default_value_t = 1024)]
     pub subscriber_buffer: usize,
 
+    /// A write to a client that makes no progress for this long drops the connection (a client
+    /// that stopped reading).
+    #[arg(long, env = "EVENTS_WRITE_TIMEOUT", default_value = "20s")]
+    pub write_timeout: String,
+
     /// Most streams open at once; past it new streams get 503 with a jittered Retry-After.
     #[arg(long, env = "EVENTS_MAX_STREAMS", default_value_t = 10_000)]
     pub max_streams: usize,
@@ -132,6 +137,7 @@ pub struct Config {
     pub tick: Option<Duration>,
     pub heartbeat: Duration,
     pub retry: Duration,
+    pub write_timeout: Duration,
     pub history: usize,
     pub topics: Vec<String>,
     pub page_rows: usize,
@@ -174,6 +180,11 @@ impl Config {
             Duration::from_millis(100),
         )?;
         let retry = duration("EVENTS_RETRY", &args.retry, Duration::from_millis(100))?;
+        let write_timeout = duration(
+            "EVENTS_WRITE_TIMEOUT",
+            &args.write_timeout,
+            Duration::from_millis(100),
+        )?;
         if args.history == 0 {
             return err("EVENTS_HISTORY: must be at least 1");
         }
@@ -210,6 +221,7 @@ impl Config {
             tick,
             heartbeat,
             retry,
+            write_timeout,
             history: args.history,
             topics,
             page_rows: args.page_rows,

@@ -6,6 +6,7 @@ mod error;
 mod hub;
 mod iis;
 mod limits;
+mod listener;
 mod publish;
 mod routes;
 mod security;
@@ -16,14 +17,12 @@ mod telemetry;
 mod ticker;
 mod wire;
 
-use axum::serve::{ListenerExt, TapIo};
 use clap::Parser;
 use config::{Args, Config};
 use hub::{Hub, HubSettings};
 use leptos::config::LeptosOptions;
 use state::AppState;
-use std::{future::IntoFuture, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
-use tokio::net::{TcpListener, TcpStream};
+use std::{future::IntoFuture, process::ExitCode, sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -65,7 +64,7 @@ fn fail(message: &str) -> ExitCode {
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 async fn serve(config: Config) -> Result<(), String> {
-    let listener = listen(config.addr)?;
+    let listener = listener::StreamListener::bind(config.addr, config.write_timeout)?;
     // The real address: the configured port may be 0 (any free port; the tests use that).
     let bound = axum::serve::Listener::local_addr(&listener)
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
@@ -103,7 +102,7 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     shutdown::on_signals(shutdown.clone());
 
-    let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = routes::router(state).into_make_service_with_connect_info::<listener::Peer>();
     tracing::info!(
         addr = %bound,
         frontend = ?config.frontend,
@@ -128,31 +127,4 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Binds with an explicit backlog (a reconnect storm past the default one drops SYNs, and the
-/// client retries after a full second) and `TCP_NODELAY` on every accepted socket (small event
-/// writes must not wait for the previous response's ACK under Nagle's algorithm).
-/// The listener with `TCP_NODELAY` set on each accepted socket.
-type NoDelayListener = TapIo<TcpListener, fn(&mut TcpStream)>;
-
-fn listen(addr: SocketAddr) -> Result<NoDelayListener, String> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    }
-    .map_err(|e| format!("cannot open a socket: {e}"))?;
-    #[cfg(not(windows))]
-    let _ = socket.set_reuseaddr(true);
-    socket
-        .bind(addr)
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let listener = socket
-        .listen(4096)
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    fn nodelay(tcp: &mut TcpStream) {
-        let _ = tcp.set_nodelay(true);
-    }
-    Ok(listener.tap_io(nodelay as fn(&mut TcpStream)))
 }

@@ -1,14 +1,13 @@
 //! `POST /api/publish`, for scripts and curl. The page's form uses a server function that
 //! calls the same [`Hub::publish`](crate::hub::Hub::publish).
 
-use crate::{error::ApiError, state::AppState};
+use crate::{error::ApiError, listener::Peer, state::AppState};
 use axum::{
     extract::{rejection::JsonRejection, ConnectInfo, State},
     http::{HeaderMap, StatusCode},
     Json,
 };
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,7 +25,7 @@ pub struct Published {
 
 pub async fn publish(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: Result<Json<PublishRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Published>), ApiError> {

@@ -6,7 +6,7 @@
 //! the server stops (so browsers reconnect and resume on the next process) or when the client
 //! falls too far behind (it resumes from the history).
 
-use crate::{error::ApiError, hub::Resume, limits, state::AppState, wire};
+use crate::{error::ApiError, hub::Resume, limits, listener::Peer, state::AppState, wire};
 use app::event::{Ready, READY_EVENT, RESET_EVENT};
 use axum::{
     body::Body,
@@ -17,7 +17,6 @@ use axum::{
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use std::{
-    net::SocketAddr,
     sync::{atomic::Ordering, Arc},
     time::Instant,
 };
@@ -34,7 +33,7 @@ pub struct StreamQuery {
 
 pub async fn events(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Query(query): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {

@@ -30,7 +30,10 @@ async fn subscriber(base: String, index: usize, first: u64, last: u64) -> Tally 
     let client = common::client();
     let deadline = Instant::now() + Duration::from_secs(120);
     'connect: while tally.ids.last().copied() != Some(last) {
-        assert!(Instant::now() < deadline, "subscriber {index} ran out of time");
+        assert!(
+            Instant::now() < deadline,
+            "subscriber {index} ran out of time"
+        );
         let mut req = client.get(format!("{base}/api/events?topic=chat"));
         if let Some(p) = position {
             req = req.header("Last-Event-ID", p.to_string());
@@ -55,7 +58,9 @@ async fn subscriber(base: String, index: usize, first: u64, last: u64) -> Tally 
                     if tally.ids.last().copied() == Some(last) {
                         break 'connect;
                     }
-                    if drop_every.is_some_and(|every| since_connect >= every && tally.resumes < DROPS) {
+                    if drop_every
+                        .is_some_and(|every| since_connect >= every && tally.resumes < DROPS)
+                    {
                         continue 'connect; // drop this connection mid-stream and resume
                     }
                 }
@@ -122,11 +127,17 @@ async fn every_subscriber_sees_every_event_once_in_order_across_resumes() {
         let start = *tally.ids.first().expect("saw events");
         let expected: Vec<u64> = (start..=last).collect();
         assert_eq!(tally.ids.len(), expected.len(), "subscriber {index}: count");
-        assert!(tally.ids == expected, "subscriber {index}: a gap, a duplicate or disorder");
+        assert!(
+            tally.ids == expected,
+            "subscriber {index}: a gap, a duplicate or disorder"
+        );
         checked += tally.ids.len() as u64;
     }
     assert_eq!(resets, 0, "every resume was within the history");
-    assert!(resumes >= (SUBSCRIBERS / 5) * DROPS, "the droppers resumed: {resumes}");
+    assert!(
+        resumes >= (SUBSCRIBERS / 5) * DROPS,
+        "the droppers resumed: {resumes}"
+    );
     println!(
         "soak: {SUBSCRIBERS} subscribers, {EVENTS} events published in {published:?}, \
          {checked} deliveries checked, {resumes} resumes, {resets} resets, total {:?}",
