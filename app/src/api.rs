@@ -51,8 +51,17 @@ pub async fn publish_event(topic: String, text: String) -> Result<u64, ServerFnE
         .map(|event| event.id)
         .map_err(|refusal| {
             // A refusal is the sender's mistake (400, 403, 429), as `POST /api/publish`
-            // answers it, not a server error.
-            if let (Some(response), Ok(status)) = (
+            // answers it, not a server error. A plain form post (no JavaScript yet) is the
+            // exception: Leptos answers it with a redirect back to the page, error attached,
+            // which a status of ours would break.
+            let plain_form_post = use_context::<axum::http::request::Parts>().is_some_and(|p| {
+                p.headers
+                    .get(axum::http::header::ACCEPT)
+                    .and_then(|a| a.to_str().ok())
+                    .is_some_and(|a| a.contains("text/html"))
+            });
+            if let (false, Some(response), Ok(status)) = (
+                plain_form_post,
                 use_context::<leptos_axum::ResponseOptions>(),
                 axum::http::StatusCode::from_u16(refusal.status),
             ) {

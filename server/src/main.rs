@@ -1,29 +1,11 @@
 //! The server: configuration, then the hub, the router, and serving until asked to stop.
 
-mod backend;
-mod config;
-mod error;
-mod hub;
-mod iis;
-mod limits;
-mod listener;
-mod publish;
-mod routes;
-mod security;
-mod shutdown;
-mod sse;
-mod state;
-mod telemetry;
-mod ticker;
-mod wire;
-
 use clap::Parser;
-use config::{Args, Config};
-use hub::{Hub, HubSettings};
-use leptos::config::LeptosOptions;
-use state::AppState;
-use std::{future::IntoFuture, process::ExitCode, sync::Arc, time::Duration};
-use tokio_util::sync::CancellationToken;
+use server::{
+    config::{Args, Config},
+    serve, telemetry,
+};
+use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -58,73 +40,4 @@ fn fail(message: &str) -> ExitCode {
     eprintln!("error: {message}");
     tracing::error!("{message}");
     ExitCode::from(2)
-}
-
-/// The longest the server waits for connections to finish after every stream was told to end.
-const DRAIN_LIMIT: Duration = Duration::from_secs(5);
-
-async fn serve(config: Config) -> Result<(), String> {
-    let listener = listener::StreamListener::bind(config.addr, config.write_timeout)?;
-    // The real address: the configured port may be 0 (any free port; the tests use that).
-    let bound = axum::serve::Listener::local_addr(&listener)
-        .map_err(|e| format!("cannot read the listening address: {e}"))?;
-    let config = Arc::new(config);
-    let hub = Arc::new(Hub::new(HubSettings {
-        topics: config.topics.clone(),
-        history: config.history,
-        max_text: config.max_text,
-        subscriber_buffer: config.subscriber_buffer,
-    }));
-    let shutdown = CancellationToken::new();
-    let leptos = LeptosOptions::builder()
-        .output_name(config.output_name.clone())
-        .site_root(config.site_root.to_string_lossy().to_string())
-        .site_pkg_dir(config.pkg_dir.clone())
-        .site_addr(config.addr)
-        .build();
-    let state = AppState {
-        hub: hub.clone(),
-        config: config.clone(),
-        leptos,
-        shutdown: shutdown.clone(),
-        open_streams: Default::default(),
-        publish_limit: Arc::new(limits::PublishLimit::new(config.publish_rate)),
-    };
-    if config.pad {
-        tracing::info!(
-            bytes = wire::PAD_BYTES,
-            "padding every event so HttpPlatformHandler's output buffer passes it on at once \
-             (EVENTS_PAD=off to stop); the ASP.NET Core Module needs no padding"
-        );
-    }
-    if let Some(every) = config.tick {
-        ticker::spawn(hub, every, shutdown.clone());
-    }
-    shutdown::on_signals(shutdown.clone());
-
-    let app = routes::router(state).into_make_service_with_connect_info::<listener::Peer>();
-    tracing::info!(
-        addr = %bound,
-        frontend = ?config.frontend,
-        path_base = %config.path_base,
-        site_root = %config.site_root.display(),
-        "listening on http://{}{}/",
-        bound,
-        config.path_base
-    );
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        done = &mut server => return done.map_err(|e| format!("server error: {e}")),
-        _ = shutdown.cancelled() => {}
-    }
-    // Streams end as soon as the token is cancelled; anything still open after the drain
-    // limit (a client that stopped reading) is cut rather than holding the process up.
-    match tokio::time::timeout(DRAIN_LIMIT, server).await {
-        Ok(done) => done.map_err(|e| format!("server error: {e}"))?,
-        Err(_) => tracing::warn!("connections still open after {DRAIN_LIMIT:?}; exiting anyway"),
-    }
-    tracing::info!("stopped");
-    Ok(())
 }

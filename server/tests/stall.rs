@@ -45,7 +45,9 @@ async fn stalled_subscribers_cost_bounded_memory_and_slow_no_one() {
     for _ in 0..STALLED {
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
             .expect("socket");
-        socket.set_recv_buffer_size(4096).expect("small receive buffer");
+        socket
+            .set_recv_buffer_size(4096)
+            .expect("small receive buffer");
         let target: std::net::SocketAddr = addr.parse().expect("addr");
         socket.connect(&target.into()).expect("connect");
         let mut s: TcpStream = socket.into();
@@ -117,7 +119,10 @@ async fn stalled_subscribers_cost_bounded_memory_and_slow_no_one() {
         if closed_to_one {
             break;
         }
-        assert!(Instant::now() < deadline, "the stalled streams were not all dropped");
+        assert!(
+            Instant::now() < deadline,
+            "the stalled streams were not all dropped"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(stalled);

@@ -23,7 +23,8 @@ pub(super) fn StatusBar(feed: Feed) -> impl IntoView {
     });
     view! {
         <div class="status-bar">
-            <span class=move || format!("badge {}", status.get().class()) data-testid="status">
+            <span class=move || format!("badge {}", status.get().class()) data-testid="status"
+                title=move || status.get().hint()>
                 {move || status.get().label()}
             </span>
             <span class="counter">

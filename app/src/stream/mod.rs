@@ -1,13 +1,28 @@
-//! The browser's connection to the event stream: connect, follow the browser's own reconnects,
-//! reconnect by itself when the browser gives up, resume from the last id, and keep a bounded
-//! log. Views get a [`Feed`] of signals and never touch the EventSource.
+//! The browser's connection to the event stream, with a small interface: the views get a
+//! [`Feed`] (a signal of the status, a signal of the bounded log) and never touch a socket.
+//!
+//! Behind it, one file per concern:
+//! - [`connection`]: one EventSource at a time; follows the browser's own reconnects, reconnects
+//!   by itself with backoff whenever the browser gives up (any non-200 answer, a 204, a wrong
+//!   content type), resumes from the last id, and has a watchdog for streams that stop breathing.
+//! - [`leader`]: one stream per browser, not per tab. The tabs elect a leader with the Web Locks
+//!   API; it holds the stream and relays every item over a `BroadcastChannel`; the others render
+//!   the relay and one of them takes over when the leader goes.
+//! - [`visibility`]: the leader lets the stream go while every tab of the view is hidden.
 
-use crate::event::LiveEvent;
+use crate::event::{LiveEvent, Ready};
 use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
+#[cfg(feature = "hydrate")]
+mod connection;
+#[cfg(feature = "hydrate")]
+mod leader;
+pub mod visibility;
+
 /// What the status badge shows.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Status {
     /// First connection, not yet confirmed by the server's `ready` event.
     Connecting,
@@ -16,6 +31,9 @@ pub enum Status {
     /// The connection dropped; the browser or this module is connecting again.
     /// `in_ms` is the wait before the next attempt when this module scheduled it.
     Reconnecting { in_ms: Option<u32> },
+    /// Every tab of the view has been hidden for a while: the stream was let go to spare the
+    /// server, and is resumed from the last id as soon as a tab is visible again.
+    Paused,
     /// The stream cannot be opened at all (an invalid URL); nothing will retry.
     Closed,
 }
@@ -29,16 +47,34 @@ impl Status {
                 format!("reconnecting in {} s", ms.div_ceil(1000))
             }
             Status::Reconnecting { in_ms: None } => "reconnecting".into(),
+            Status::Paused => "paused (hidden)".into(),
             Status::Closed => "closed".into(),
         }
     }
 
-    /// The CSS class of the badge.
+    /// The badge's tooltip: what the state means for the reader.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Status::Connecting => "Opening the event stream",
+            Status::Live => "Events arrive as they are published",
+            Status::Reconnecting { .. } => {
+                "The connection dropped; reconnecting without losing events"
+            }
+            Status::Paused => {
+                "Every tab of this page is hidden: the stream is released and resumes, \
+                 with everything missed, when a tab is shown again"
+            }
+            Status::Closed => "The event stream cannot be opened",
+        }
+    }
+
+    /// The CSS class of the badge. A paused stream looks idle, like one that is connecting.
     pub fn class(self) -> &'static str {
         match self {
             Status::Connecting => "connecting",
             Status::Live => "live",
             Status::Reconnecting { .. } => "reconnecting",
+            Status::Paused => "connecting paused",
             Status::Closed => "closed",
         }
     }
@@ -104,6 +140,17 @@ impl EventLog {
         self.rows.clear();
     }
 
+    /// Takes what another tab holds (oldest first) and its position: the rows this log has not
+    /// seen are added, so a tab that joins late has no gap between its page and the relay.
+    pub fn catch_up(&mut self, rows: Vec<LiveEvent>, last_id: Option<u64>) {
+        for event in rows {
+            self.push(event, None);
+        }
+        if let Some(id) = last_id {
+            self.advance_to(id);
+        }
+    }
+
     /// Records a position without an event (the `ready` event's id).
     pub fn advance_to(&mut self, id: u64) {
         self.last_id = Some(self.last_id.map_or(id, |l| l.max(id)));
@@ -118,18 +165,25 @@ pub struct Feed {
 }
 
 /// Starts the feed. On the server it only holds the seed (so the page renders the rows); in
-/// the browser it also opens the stream, and closes it when the calling component goes away.
+/// the browser it also starts the tab's part in the stream (see [`leader`]): the one tab that
+/// holds the browser's stream, or a follower of it, or a stream of its own where the browser
+/// cannot share one. Everything it opened is closed when the calling component goes away.
 pub fn connect(base: String, topics: Vec<String>, capacity: usize, seed: Vec<LiveEvent>) -> Feed {
     let (status, set_status) = signal(Status::Connecting);
     let (log, set_log) = signal(EventLog::new(capacity, seed));
     #[cfg(feature = "hydrate")]
     {
-        let (task, abort) =
-            futures::future::abortable(browser::run(base, topics, set_status, set_log));
+        let sink = Sink {
+            status,
+            set_status,
+            log,
+            set_log,
+        };
+        let (task, abort) = futures::future::abortable(leader::run(base, topics, sink));
         leptos::task::spawn_local(async move {
             let _ = task.await;
         });
-        // Dropping the task drops the EventSource, which closes it.
+        // Aborting drops the task and with it the EventSource, the lock and the channel.
         on_cleanup(move || abort.abort());
     }
     #[cfg(not(feature = "hydrate"))]
@@ -137,6 +191,77 @@ pub fn connect(base: String, topics: Vec<String>, capacity: usize, seed: Vec<Liv
         let _ = (base, topics, set_status, set_log);
     }
     Feed { status, log }
+}
+
+/// One thing the stream delivered, as the connection reports it and as the leader relays it
+/// to the other tabs: the views' signals are fed from these and from nothing else.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Item {
+    /// `live` is false for events replayed on resume: their delay says nothing about the path.
+    Event {
+        event: LiveEvent,
+        live: bool,
+    },
+    Ready(Ready),
+    Reset,
+    Status(Status),
+}
+
+/// Where items end up in this tab: the signals the views read.
+#[cfg(feature = "hydrate")]
+#[derive(Clone, Copy)]
+pub(crate) struct Sink {
+    status: ReadSignal<Status>,
+    set_status: WriteSignal<Status>,
+    log: ReadSignal<EventLog>,
+    set_log: WriteSignal<EventLog>,
+}
+
+#[cfg(feature = "hydrate")]
+impl Sink {
+    fn apply(&self, item: &Item) {
+        match item {
+            Item::Event { event, live } => {
+                let delay = live.then(|| js_sys::Date::now() - event.sent_ms as f64);
+                self.set_log.update(|l| {
+                    l.push(event.clone(), delay);
+                });
+            }
+            Item::Ready(ready) => self.set_log.update(|l| l.advance_to(ready.head)),
+            Item::Reset => self.set_log.update(|l| l.reset()),
+            Item::Status(s) => {
+                if self.status.try_get_untracked() != Some(*s) {
+                    self.set_status.set(*s);
+                }
+            }
+        }
+    }
+
+    /// Takes another tab's log (see [`EventLog::catch_up`]).
+    fn catch_up(&self, rows: Vec<LiveEvent>, last_id: Option<u64>) {
+        self.set_log.update(|l| l.catch_up(rows, last_id));
+    }
+
+    /// This tab's rows (oldest first) and position, for a tab that catches up.
+    fn snapshot(&self) -> (Vec<LiveEvent>, Option<u64>) {
+        self.log
+            .try_with_untracked(|l| {
+                let rows = l.rows.iter().rev().map(|r| r.event.clone()).collect();
+                (rows, l.last_id)
+            })
+            .unwrap_or_default()
+    }
+
+    /// The position to resume from.
+    fn last_id(&self) -> Option<u64> {
+        self.log.try_with_untracked(|l| l.last_id).flatten()
+    }
+
+    fn status(&self) -> Status {
+        self.status
+            .try_get_untracked()
+            .unwrap_or(Status::Connecting)
+    }
 }
 
 /// Exponential backoff with ±25 % jitter for attempt `n` (1-based): 0.5 s doubling to 30 s.
@@ -148,103 +273,18 @@ pub fn backoff_ms(attempt: u32, unit_random: f64) -> u32 {
     (capped * jitter).round() as u32
 }
 
+/// How long a stream may stay silent before the watchdog reconnects: 2.5 heartbeats, so one
+/// late ping is tolerated and a held stream is noticed within three intervals.
+pub fn watchdog_ms(heartbeat_ms: u64) -> u32 {
+    (heartbeat_ms.saturating_mul(5) / 2).min(u64::from(u32::MAX)) as u32
+}
+
 /// The stream URL for a position; `lastEventId` in the query because a new EventSource cannot
 /// set the `Last-Event-ID` header itself.
 pub fn stream_url(base: &str, last_id: Option<u64>) -> String {
     match last_id {
         Some(id) => format!("{base}/api/events?lastEventId={id}"),
         None => format!("{base}/api/events"),
-    }
-}
-
-#[cfg(feature = "hydrate")]
-mod browser {
-    use super::*;
-    use crate::event::{Ready, READY_EVENT, RESET_EVENT};
-    use futures::StreamExt;
-    use gloo_net::eventsource::{futures::EventSource, State};
-
-    pub(super) async fn run(
-        base: String,
-        topics: Vec<String>,
-        set_status: WriteSignal<Status>,
-        set_log: WriteSignal<EventLog>,
-    ) {
-        let mut attempt: u32 = 0;
-        loop {
-            let last_id = set_log.try_update(|l| l.last_id).flatten();
-            let url = stream_url(&base, last_id);
-            let mut source = match EventSource::new(&url) {
-                Ok(s) => s,
-                Err(e) => {
-                    leptos::logging::error!("cannot open the event stream {url}: {e}");
-                    set_status.set(Status::Closed);
-                    return;
-                }
-            };
-            let mut names: Vec<String> = topics.clone();
-            names.extend(["open", "error", READY_EVENT, RESET_EVENT].map(String::from));
-            let mut subscriptions = Vec::with_capacity(names.len());
-            for name in &names {
-                match source.subscribe(name.clone()) {
-                    Ok(s) => subscriptions.push(s),
-                    Err(e) => leptos::logging::error!("cannot listen for '{name}': {e}"),
-                }
-            }
-            let mut incoming = futures::stream::select_all(subscriptions);
-            // Events before `ready` on each connection are replay: their delay is not a delivery delay.
-            let mut replaying = true;
-            while let Some(item) = incoming.next().await {
-                let Ok((name, message)) = item else {
-                    break; // the EventSource is CLOSED: the browser will not retry by itself
-                };
-                match name.as_str() {
-                    "open" => {}
-                    "error" => {
-                        if source.state() == State::Closed {
-                            break;
-                        }
-                        replaying = true;
-                        set_status.set(Status::Reconnecting { in_ms: None });
-                    }
-                    READY_EVENT => {
-                        replaying = false;
-                        attempt = 0;
-                        if let Some(ready) = parse::<Ready>(&message) {
-                            set_log.update(|l| l.advance_to(ready.head));
-                        }
-                        set_status.set(Status::Live);
-                    }
-                    RESET_EVENT => set_log.update(|l| l.reset()),
-                    _ => {
-                        if let Some(event) = parse::<LiveEvent>(&message) {
-                            let delay =
-                                (!replaying).then(|| js_sys::Date::now() - event.sent_ms as f64);
-                            set_log.update(|l| {
-                                l.push(event, delay);
-                            });
-                        }
-                    }
-                }
-            }
-            drop(incoming);
-            source.close();
-            attempt = attempt.saturating_add(1);
-            let wait = backoff_ms(attempt, js_sys::Math::random());
-            set_status.set(Status::Reconnecting { in_ms: Some(wait) });
-            gloo_timers::future::TimeoutFuture::new(wait).await;
-        }
-    }
-
-    fn parse<T: serde::de::DeserializeOwned>(message: &web_sys::MessageEvent) -> Option<T> {
-        let data = message.data().as_string()?;
-        match serde_json::from_str(&data) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                leptos::logging::warn!("ignoring an event that does not parse: {e}");
-                None
-            }
-        }
     }
 }
 
@@ -311,6 +351,45 @@ mod tests {
     }
 
     #[test]
+    fn a_late_tab_catches_up_without_gap_or_duplicate() {
+        let mut log = EventLog::new(10, vec![ev(1), ev(2)]);
+        log.catch_up(vec![ev(1), ev(2), ev(3), ev(4)], Some(6));
+        let ids: Vec<u64> = log.rows.iter().map(|r| r.event.id).collect();
+        assert_eq!(ids, vec![4, 3, 2, 1]);
+        assert_eq!(log.last_id, Some(6));
+        assert!(!log.push(ev(6), None));
+        assert!(log.push(ev(7), None));
+    }
+
+    #[test]
+    fn the_watchdog_allows_two_and_a_half_heartbeats() {
+        assert_eq!(watchdog_ms(1000), 2500);
+        assert_eq!(watchdog_ms(15_000), 37_500);
+        assert_eq!(watchdog_ms(u64::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn relayed_items_survive_the_channel() {
+        let items = [
+            Item::Event {
+                event: ev(3),
+                live: true,
+            },
+            Item::Ready(Ready {
+                head: 9,
+                heartbeat_ms: 1000,
+            }),
+            Item::Reset,
+            Item::Status(Status::Reconnecting { in_ms: Some(500) }),
+            Item::Status(Status::Paused),
+        ];
+        for item in items {
+            let text = serde_json::to_string(&item).expect("serialises");
+            assert_eq!(serde_json::from_str::<Item>(&text).expect("parses"), item);
+        }
+    }
+
+    #[test]
     fn stream_urls_carry_the_position() {
         assert_eq!(stream_url("", None), "/api/events");
         assert_eq!(
@@ -326,5 +405,6 @@ mod tests {
             "reconnecting in 2 s"
         );
         assert_eq!(Status::Live.label(), "live");
+        assert_eq!(Status::Paused.label(), "paused (hidden)");
     }
 }

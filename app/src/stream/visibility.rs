@@ -1,0 +1,198 @@
+//! Hidden pages: the leader lets the stream go when every tab of the view has been hidden for
+//! a while, and resumes it from the last id as soon as one of them is visible again.
+//!
+//! A hidden tab costs the server a connection and the browser a wake-up per event for rows
+//! nobody looks at; a dashboard left open in a background tab all weekend is the common case.
+//! Resuming is cheap (the server replays what was missed), so the stream is released once
+//! nobody has looked for [`DEFAULT_HIDDEN_RELEASE_MS`].
+//!
+//! # Configuration
+//! The delay comes from the page URL's query: `?hidden_release_ms=60000` releases after a
+//! minute, `?hidden_release_ms=0` releases as soon as every tab is hidden, and
+//! `?hidden_release_ms=off` never releases. Without it, or with a value that does not parse,
+//! it is ten minutes. The leader tab's own URL decides (the tabs of one browser normally share
+//! it).
+//!
+//! Tabs report their visibility over the leader's channel; a tab that closes says so
+//! (`pagehide`). A tab that vanished without a word keeps counting as it was last seen, so a
+//! crash can only keep a stream open, never lose one.
+
+use std::collections::HashMap;
+
+/// Ten minutes.
+pub const DEFAULT_HIDDEN_RELEASE_MS: u32 = 10 * 60 * 1000;
+
+/// The query parameter that sets the delay.
+pub const QUERY_PARAM: &str = "hidden_release_ms";
+
+/// The release delay from a URL query string (`location.search`, with or without the `?`):
+/// `Some(ms)`, or `None` for "never".
+pub fn hidden_release_from_query(search: &str) -> Option<u32> {
+    let value = search
+        .trim_start_matches('?')
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(k, _)| *k == QUERY_PARAM)
+        .map(|(_, v)| v.trim());
+    match value {
+        None => Some(DEFAULT_HIDDEN_RELEASE_MS),
+        Some("off") | Some("never") => None,
+        Some(v) => Some(v.parse().unwrap_or(DEFAULT_HIDDEN_RELEASE_MS)),
+    }
+}
+
+/// What the leader knows about who is looking: its own tab, and the other tabs by id.
+#[derive(Debug)]
+pub struct Viewers {
+    own: bool,
+    others: HashMap<String, bool>,
+}
+
+impl Viewers {
+    pub fn new(own_visible: bool) -> Self {
+        Viewers {
+            own: own_visible,
+            others: HashMap::new(),
+        }
+    }
+
+    pub fn set_own(&mut self, visible: bool) {
+        self.own = visible;
+    }
+
+    pub fn set(&mut self, tab: &str, visible: bool) {
+        self.others.insert(tab.to_string(), visible);
+    }
+
+    pub fn gone(&mut self, tab: &str) {
+        self.others.remove(tab);
+    }
+
+    /// True when no tab of the view is visible.
+    pub fn all_hidden(&self) -> bool {
+        !self.own && !self.others.values().any(|v| *v)
+    }
+}
+
+#[cfg(feature = "hydrate")]
+pub(super) use browser::*;
+
+#[cfg(feature = "hydrate")]
+mod browser {
+    use wasm_bindgen::{prelude::Closure, JsCast, JsValue};
+
+    /// `document.visibilityState` is not `"hidden"`. Read through the object rather than the
+    /// prototype's getter, so a page (or a test) that overrides it is believed. Visible when
+    /// the browser cannot tell.
+    pub fn is_visible() -> bool {
+        let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+            return true;
+        };
+        js_sys::Reflect::get(&document, &JsValue::from_str("visibilityState"))
+            .ok()
+            .and_then(|v| v.as_string())
+            .is_none_or(|v| v != "hidden")
+    }
+
+    /// The release delay configured for this page (see the module documentation).
+    pub fn hidden_release_ms() -> Option<u32> {
+        let search = web_sys::window()
+            .and_then(|w| w.location().search().ok())
+            .unwrap_or_default();
+        super::hidden_release_from_query(&search)
+    }
+
+    type Listener = (web_sys::EventTarget, &'static str, Closure<dyn FnMut()>);
+
+    /// Calls `on_change(visible)` on every `visibilitychange`, and `on_leave()` on `pagehide`,
+    /// for as long as it is kept.
+    pub struct Watch {
+        listeners: Vec<Listener>,
+    }
+
+    impl Watch {
+        pub fn new(on_change: impl Fn(bool) + 'static, on_leave: impl Fn() + 'static) -> Self {
+            let mut watch = Watch {
+                listeners: Vec::new(),
+            };
+            let Some(window) = web_sys::window() else {
+                return watch;
+            };
+            if let Some(document) = window.document() {
+                watch.listen(
+                    document.into(),
+                    "visibilitychange",
+                    Closure::new(move || on_change(is_visible())),
+                );
+            }
+            watch.listen(window.into(), "pagehide", Closure::new(on_leave));
+            watch
+        }
+
+        fn listen(
+            &mut self,
+            target: web_sys::EventTarget,
+            name: &'static str,
+            f: Closure<dyn FnMut()>,
+        ) {
+            if target
+                .add_event_listener_with_callback(name, f.as_ref().unchecked_ref())
+                .is_ok()
+            {
+                self.listeners.push((target, name, f));
+            }
+        }
+    }
+
+    impl Drop for Watch {
+        fn drop(&mut self) {
+            for (target, name, f) in &self.listeners {
+                let _ =
+                    target.remove_event_listener_with_callback(name, f.as_ref().unchecked_ref());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delay_comes_from_the_query() {
+        assert_eq!(
+            hidden_release_from_query(""),
+            Some(DEFAULT_HIDDEN_RELEASE_MS)
+        );
+        assert_eq!(
+            hidden_release_from_query("?a=1&hidden_release_ms=1500"),
+            Some(1500)
+        );
+        assert_eq!(hidden_release_from_query("hidden_release_ms=0"), Some(0));
+        assert_eq!(hidden_release_from_query("?hidden_release_ms=off"), None);
+        assert_eq!(
+            hidden_release_from_query("?hidden_release_ms=soon"),
+            Some(DEFAULT_HIDDEN_RELEASE_MS)
+        );
+        assert_eq!(
+            hidden_release_from_query("?xhidden_release_ms=5"),
+            Some(DEFAULT_HIDDEN_RELEASE_MS)
+        );
+    }
+
+    #[test]
+    fn hidden_only_when_nobody_looks() {
+        let mut v = Viewers::new(true);
+        assert!(!v.all_hidden());
+        v.set_own(false);
+        assert!(v.all_hidden());
+        v.set("b", true);
+        assert!(!v.all_hidden());
+        v.set("b", false);
+        v.set("c", false);
+        assert!(v.all_hidden());
+        v.set("c", true);
+        v.gone("c");
+        assert!(v.all_hidden());
+    }
+}

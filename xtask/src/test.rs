@@ -1,0 +1,338 @@
+//! `cargo xtask test`: the whole check, in the order CI runs it, with a timing table at the end.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::tools;
+use crate::util::{self, fmt_duration, fmt_kb, note, run, step, table, Ctx, Failure, Res};
+
+/// The release client's gzip budget: 100 KB (1 KB = 1024 bytes).
+pub const WASM_GZIP_BUDGET: u64 = 100 * 1024;
+/// `output-name` of the leptos project (`[[workspace.metadata.leptos]] name`).
+pub const OUTPUT_NAME: &str = "sse-live";
+
+#[derive(clap::Args, Debug)]
+pub struct TestArgs {
+    /// Only formatting, clippy, the debug build and `cargo test` (no browser, no release build).
+    #[arg(long)]
+    quick: bool,
+    /// Skip the browser tests (Playwright) against both builds.
+    #[arg(long)]
+    skip_browser: bool,
+    /// Skip the release build, its browser tests and the client size check.
+    #[arg(long)]
+    skip_release: bool,
+}
+
+/// Runs named steps, remembers how long each took, prints the table at the end (also on failure).
+struct Steps {
+    done: Vec<(String, Duration, &'static str)>,
+    started: Instant,
+}
+
+impl Steps {
+    fn new() -> Self {
+        Steps {
+            done: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    fn run(&mut self, name: &str, f: impl FnOnce() -> Res<()>) -> Res<()> {
+        step(name);
+        let t = Instant::now();
+        let result = f();
+        let status = if result.is_ok() { "ok" } else { "FAILED" };
+        self.done.push((name.to_string(), t.elapsed(), status));
+        if result.is_err() {
+            self.print();
+        }
+        result
+    }
+
+    fn print(&self) {
+        println!();
+        print!("{}", timing_table(&self.done, self.started.elapsed()));
+    }
+}
+
+/// The wall time of each step and the total.
+pub fn timing_table(steps: &[(String, Duration, &str)], total: Duration) -> String {
+    let mut rows: Vec<Vec<String>> = steps
+        .iter()
+        .map(|(name, d, status)| vec![name.clone(), fmt_duration(*d), status.to_string()])
+        .collect();
+    rows.push(vec!["total".into(), fmt_duration(total), String::new()]);
+    table(&["step", "time", "result"], &rows)
+}
+
+pub fn test(ctx: &Ctx, args: &TestArgs) -> Res<()> {
+    let browser = !(args.quick || args.skip_browser);
+    let release = !(args.quick || args.skip_release);
+    let mut steps = Steps::new();
+
+    steps.run("setting up the build tools", || tools::setup(ctx))?;
+    if browser {
+        steps.run("setting up the browser-test tools", || {
+            tools::ensure_chromium(ctx)?;
+            tools::ensure_e2e_node_modules(ctx)
+        })?;
+    }
+
+    steps.run("checking formatting (cargo fmt --all --check)", || {
+        run(
+            ctx.cmd("cargo").args(["fmt", "--all", "--check"]),
+            "run `cargo fmt --all` and commit the result",
+        )
+    })?;
+    steps.run("running clippy on the workspace", || {
+        run(
+            ctx.cmd("cargo").args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+            "fix the clippy warnings above (they are errors with -D warnings)",
+        )
+    })?;
+    steps.run("running clippy on the wasm client (hydrate)", || {
+        run(
+            ctx.cmd("cargo").args([
+                "clippy",
+                "-p",
+                "app",
+                "--lib",
+                "--target",
+                tools::WASM_TARGET,
+                "--features",
+                "hydrate",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+            "fix the clippy warnings above in the client code (cfg feature = \"hydrate\")",
+        )
+    })?;
+
+    let site = ctx.root.join("target").join("site");
+    let debug_server = server_bin(ctx, "debug");
+    let release_server = server_bin(ctx, "release");
+
+    steps.run(
+        "building the debug server and client (cargo leptos build)",
+        || {
+            run(
+                ctx.cmd("cargo").args(["leptos", "build"]),
+                "read the compiler output above; `cargo leptos build` reproduces it",
+            )
+        },
+    )?;
+    steps.run("running the Rust tests (cargo test --workspace)", || {
+        run(
+            ctx.cmd("cargo")
+                .args(["test", "--workspace"])
+                .env("SITE_ROOT", &site)
+                .env("SERVER_BIN", &debug_server),
+            &format!(
+                "read the failing tests above; rerun with SITE_ROOT={} SERVER_BIN={} cargo test --workspace",
+                site.display(),
+                debug_server.display()
+            ),
+        )
+    })?;
+    if browser {
+        steps.run("running the browser tests against the debug build", || {
+            playwright(ctx, &debug_server, &site)
+        })?;
+    }
+
+    if release {
+        steps.run("building the release server and client (cargo leptos build --release)", || {
+            run(
+                ctx.cmd("cargo").args(["leptos", "build", "--release"]),
+                "read the output above; `cargo leptos build --release` reproduces it (wasm-opt must be npm's binaryen 132: `cargo xtask setup`)",
+            )
+        })?;
+        if browser {
+            steps.run(
+                "running the browser tests against the release build",
+                || playwright(ctx, &release_server, &site),
+            )?;
+        }
+        steps.run("checking the release client size", || client_size(&site))?;
+    } else {
+        note("skipping the release build, its browser tests and the size check");
+    }
+    if !browser {
+        note("skipped the browser tests");
+    }
+
+    steps.print();
+    Ok(())
+}
+
+fn server_bin(ctx: &Ctx, profile: &str) -> PathBuf {
+    let name = if cfg!(windows) {
+        "server.exe"
+    } else {
+        "server"
+    };
+    ctx.root.join("target").join(profile).join(name)
+}
+
+fn playwright(ctx: &Ctx, server: &Path, site: &Path) -> Res<()> {
+    if !server.is_file() {
+        return Err(Failure::new(
+            format!("{} does not exist", server.display()),
+            "the cargo leptos build step should have built it; run `cargo leptos build` and check its output",
+        ));
+    }
+    let e2e = ctx.root.join("end2end");
+    run(
+        ctx.cmd("npx")
+            .args(["playwright", "test"])
+            .current_dir(&e2e)
+            .env("SERVER_BIN", server)
+            .env("SITE_ROOT", site),
+        &format!(
+            "read the failures above (traces in end2end/test-results/; `npx playwright show-report` in end2end/); rerun with SERVER_BIN={} SITE_ROOT={} npx playwright test",
+            server.display(),
+            site.display()
+        ),
+    )
+}
+
+/// Raw and gzip sizes of the release client; fails if the wasm is over the gzip budget.
+fn client_size(site: &Path) -> Res<()> {
+    let pkg = site.join("pkg");
+    let wasm = pkg.join(format!("{OUTPUT_NAME}.wasm"));
+    let js = pkg.join(format!("{OUTPUT_NAME}.js"));
+    let mut rows = Vec::new();
+    let mut wasm_gzip = None;
+    for file in [&wasm, &js] {
+        let raw = util::file_size(file)?;
+        let gz = gzip_size(file);
+        if file == &wasm {
+            wasm_gzip = gz;
+        }
+        rows.push(SizeRow {
+            name: file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            raw,
+            gzip: gz,
+        });
+    }
+    print!("{}", size_table(&rows));
+    match wasm_gzip {
+        None => {
+            note("gzip is not available here: the size budget was not checked");
+            Ok(())
+        }
+        Some(gz) if gz < WASM_GZIP_BUDGET => {
+            note(format!(
+                "{OUTPUT_NAME}.wasm is {} gzip, under the {} budget",
+                fmt_kb(gz),
+                fmt_kb(WASM_GZIP_BUDGET)
+            ));
+            Ok(())
+        }
+        Some(gz) => Err(Failure::new(
+            format!(
+                "the release client {OUTPUT_NAME}.wasm is {} gzip, over the {} budget",
+                fmt_kb(gz),
+                fmt_kb(WASM_GZIP_BUDGET)
+            ),
+            "look for new dependencies of app (hydrate) and keep lib-profile-release = \"wasm-release\" (opt-level z, lto)",
+        )),
+    }
+}
+
+/// `gzip -c -9 FILE | wc -c`, counted here; None if gzip is not installed.
+fn gzip_size(file: &Path) -> Option<u64> {
+    let out = Command::new("gzip")
+        .args(["-c", "-9"])
+        .arg(file)
+        .output()
+        .ok()?;
+    out.status.success().then_some(out.stdout.len() as u64)
+}
+
+pub struct SizeRow {
+    pub name: String,
+    pub raw: u64,
+    pub gzip: Option<u64>,
+}
+
+pub fn size_table(rows: &[SizeRow]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                fmt_kb(r.raw),
+                r.gzip.map(fmt_kb).unwrap_or_else(|| "n/a".into()),
+            ]
+        })
+        .collect();
+    table(&["file", "raw", "gzip"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_table_lists_raw_and_gzip() {
+        let t = size_table(&[
+            SizeRow {
+                name: "sse-live.wasm".into(),
+                raw: 132_096,
+                gzip: Some(54_886),
+            },
+            SizeRow {
+                name: "sse-live.js".into(),
+                raw: 14_336,
+                gzip: None,
+            },
+        ]);
+        assert_eq!(
+            t,
+            "file                raw     gzip\n\
+             sse-live.wasm  129.0 KB  53.6 KB\n\
+             sse-live.js     14.0 KB      n/a\n"
+        );
+    }
+
+    #[test]
+    fn timing_table_ends_with_the_total() {
+        let t = timing_table(
+            &[
+                ("fmt".into(), Duration::from_millis(800), "ok"),
+                (
+                    "cargo leptos build".into(),
+                    Duration::from_secs(130),
+                    "FAILED",
+                ),
+            ],
+            Duration::from_secs(131),
+        );
+        assert_eq!(
+            t,
+            "step                 time  result\n\
+             fmt                  0.8s      ok\n\
+             cargo leptos build  2m10s  FAILED\n\
+             total               2m11s\n"
+        );
+    }
+
+    #[test]
+    fn budget_is_100_kb() {
+        assert_eq!(WASM_GZIP_BUDGET, 102_400);
+    }
+}
