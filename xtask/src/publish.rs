@@ -9,13 +9,26 @@ use crate::util::{fmt_kb, io_failure, note, run, step, table, Ctx, Failure, Res}
 pub struct PublishArgs {
     /// Target triple of the server [default: x86_64-pc-windows-gnu, or the host on Windows]
     #[arg(long, value_name = "TRIPLE")]
-    target: Option<String>,
+    pub target: Option<String>,
     /// Output folder, removed first [default: <workspace>/dist/iis]
     #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+}
+
+/// Whether `publish` builds the release client itself, or takes the one in target/site
+/// (the test run has just built it).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    Build,
+    AlreadyBuilt,
 }
 
 pub fn publish(ctx: &Ctx, args: &PublishArgs) -> Res<()> {
+    publish_with(ctx, args, Client::Build).map(|_| ())
+}
+
+/// Builds and lays out the folder; returns its path.
+pub fn publish_with(ctx: &Ctx, args: &PublishArgs, client: Client) -> Res<PathBuf> {
     let triple = match &args.target {
         Some(t) => t.clone(),
         None if cfg!(windows) => tools::host_triple(ctx)?,
@@ -44,17 +57,25 @@ pub fn publish(ctx: &Ctx, args: &PublishArgs) -> Res<()> {
         tools::ensure_mingw(ctx)?;
     }
 
-    step("building the release client (cargo leptos build --release)");
-    run(
-        ctx.cmd("cargo").args(["leptos", "build", "--release"]),
-        "read the output above; `cargo leptos build --release` reproduces it",
-    )?;
+    if client == Client::Build {
+        step("building the release client (cargo leptos build --release)");
+        run(
+            ctx.cmd("cargo").args(["leptos", "build", "--release"]),
+            "read the output above; `cargo leptos build --release` reproduces it",
+        )?;
+    }
 
+    // For the host itself, the plain release build (which cargo-leptos has just made) is the
+    // one to ship; `--target` would compile everything again into another folder.
+    let native = triple == host;
     step(format!("building the release server for {triple}"));
+    let mut build = ctx.cmd("cargo");
+    build.args(["build", "--release", "-p", "server"]);
+    if !native {
+        build.args(["--target", &triple]);
+    }
     run(
-        ctx.cmd("cargo")
-            .args(["build", "--release", "-p", "server", "--target", &triple])
-            .env("LEPTOS_OUTPUT_NAME", crate::test::OUTPUT_NAME),
+        build.env("LEPTOS_OUTPUT_NAME", crate::test::OUTPUT_NAME),
         &format!(
             "read the compiler output above; for a cross target check its linker in .cargo/config.toml (and `rustup target add {triple}`)"
         ),
@@ -65,12 +86,15 @@ pub fn publish(ctx: &Ctx, args: &PublishArgs) -> Res<()> {
     } else {
         "server"
     };
-    let exe = ctx
-        .root
-        .join("target")
-        .join(&triple)
-        .join("release")
-        .join(exe_name);
+    let exe = if native {
+        ctx.root.join("target").join("release").join(exe_name)
+    } else {
+        ctx.root
+            .join("target")
+            .join(&triple)
+            .join("release")
+            .join(exe_name)
+    };
     let site = ctx.root.join("target").join("site");
     if !exe.is_file() {
         return Err(Failure::new(
@@ -95,7 +119,7 @@ pub fn publish(ctx: &Ctx, args: &PublishArgs) -> Res<()> {
     files.sort();
     print!("{}", listing(&files));
     note(format!("copy {} to the IIS site folder", out.display()));
-    Ok(())
+    Ok(out)
 }
 
 /// Refuses to delete the workspace (or anything above it) as the output folder.

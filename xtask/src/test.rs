@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::tools;
 use crate::util::{self, fmt_duration, fmt_kb, note, run, step, table, Ctx, Failure, Res};
+use crate::{publish, tools};
 
 /// The release client's gzip budget: 100 KB (1 KB = 1024 bytes).
 pub const WASM_GZIP_BUDGET: u64 = 100 * 1024;
@@ -23,6 +23,9 @@ pub struct TestArgs {
     /// Skip the release build, its browser tests and the client size check.
     #[arg(long)]
     skip_release: bool,
+    /// Skip the Windows cross-build and its run under Wine.
+    #[arg(long)]
+    skip_windows: bool,
 }
 
 /// Runs named steps, remembers how long each took, prints the table at the end (also on failure).
@@ -40,6 +43,11 @@ impl Steps {
     }
 
     fn run(&mut self, name: &str, f: impl FnOnce() -> Res<()>) -> Res<()> {
+        self.run_with(name, f)
+    }
+
+    /// Like `run`, for a step that produces something.
+    fn run_with<T>(&mut self, name: &str, f: impl FnOnce() -> Res<T>) -> Res<T> {
         step(name);
         let t = Instant::now();
         let result = f();
@@ -73,6 +81,11 @@ pub fn test(ctx: &Ctx, args: &TestArgs) -> Res<()> {
     let mut steps = Steps::new();
 
     steps.run("setting up the build tools", || tools::setup(ctx))?;
+    if cfg!(target_os = "linux") {
+        steps.run("setting up nginx for the nginx example's test", || {
+            tools::ensure_nginx(ctx)
+        })?;
+    }
     if browser {
         steps.run("setting up the browser-test tools", || {
             tools::ensure_chromium(ctx)?;
@@ -164,6 +177,7 @@ pub fn test(ctx: &Ctx, args: &TestArgs) -> Res<()> {
             )?;
         }
         steps.run("checking the release client size", || client_size(&site))?;
+        iis_proof(ctx, args, &mut steps)?;
     } else {
         note("skipping the release build, its browser tests and the size check");
     }
@@ -173,6 +187,62 @@ pub fn test(ctx: &Ctx, args: &TestArgs) -> Res<()> {
 
     steps.print();
     Ok(())
+}
+
+/// The published folders themselves: the Linux one under the ASP.NET Core Module imitation,
+/// the Windows one (cross-built) under Wine, each started the way the module starts it.
+fn iis_proof(ctx: &Ctx, args: &TestArgs, steps: &mut Steps) -> Res<()> {
+    let host = tools::host_triple(ctx)?;
+    let linux = steps.run_with("publishing the folder for this machine", || {
+        publish::publish_with(
+            ctx,
+            &publish::PublishArgs {
+                target: Some(host.clone()),
+                out: Some(ctx.root.join("dist").join("host")),
+            },
+            publish::Client::AlreadyBuilt,
+        )
+    })?;
+    steps.run(
+        "the published folder under the ASP.NET Core Module imitation",
+        || {
+            run(
+                ctx.cmd("cargo")
+                    .args(["test", "-p", "server", "--test", "iis_module"])
+                    .env("PUBLISHED_DIR", &linux),
+                &format!(
+                    "read the failing tests above; rerun with PUBLISHED_DIR={} cargo test -p server --test iis_module",
+                    linux.display()
+                ),
+            )
+        },
+    )?;
+    if args.skip_windows || !cfg!(target_os = "linux") {
+        note("skipping the Windows folder under Wine");
+        return Ok(());
+    }
+    let windows = steps.run_with("publishing the Windows folder (cross-build)", || {
+        publish::publish_with(
+            ctx,
+            &publish::PublishArgs {
+                target: Some("x86_64-pc-windows-gnu".into()),
+                out: Some(ctx.root.join("dist").join("iis")),
+            },
+            publish::Client::AlreadyBuilt,
+        )
+    })?;
+    steps.run("the published server.exe under Wine", || {
+        tools::ensure_wine(ctx)?;
+        run(
+            ctx.cmd("cargo")
+                .args(["test", "-p", "server", "--test", "windows_exe", "--", "--ignored"])
+                .env("WINDOWS_SERVER_DIR", &windows),
+            &format!(
+                "read the failing test above; rerun with WINDOWS_SERVER_DIR={} cargo test -p server --test windows_exe -- --ignored --nocapture",
+                windows.display()
+            ),
+        )
+    })
 }
 
 fn server_bin(ctx: &Ctx, profile: &str) -> PathBuf {

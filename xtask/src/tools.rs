@@ -543,6 +543,40 @@ pub fn ensure_e2e_node_modules(ctx: &Ctx) -> Res<()> {
     )
 }
 
+/// nginx, which the test of the shipped nginx example runs in front of the server.
+pub fn ensure_nginx(ctx: &Ctx) -> Res<()> {
+    ensure_file(ctx, "/usr/sbin/nginx", &["nginx"], "nginx")
+}
+
+/// Wine, to run the published Windows server.exe (server/tests/windows_exe.rs).
+pub const WINE: &str = "/usr/lib/wine/wine64";
+
+pub fn ensure_wine(ctx: &Ctx) -> Res<()> {
+    ensure_file(
+        ctx,
+        WINE,
+        &["--no-install-recommends", "wine64"],
+        "Wine (wine64)",
+    )
+}
+
+/// A program from a Debian package, installed when its file is missing (Linux only).
+fn ensure_file(ctx: &Ctx, path: &str, packages: &[&str], what: &str) -> Res<()> {
+    step(format!("checking {what}"));
+    if Path::new(path).is_file() {
+        note(format!("{path}: present"));
+        return Ok(());
+    }
+    apt_install(ctx, packages, what)?;
+    if Path::new(path).is_file() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        format!("{what} was installed but {path} is missing"),
+        format!("install {what} so that {path} exists"),
+    ))
+}
+
 /// The linker `.cargo/config.toml` names for x86_64-pc-windows-gnu.
 pub fn ensure_mingw(ctx: &Ctx) -> Res<()> {
     step(format!("checking the mingw linker {MINGW_LINKER}"));
