@@ -222,3 +222,73 @@ async fn everything_works_under_a_path_base() {
     assert_eq!(res.status(), 202);
     wait_exit(&mut server, started).await;
 }
+
+/// The module waits `shutdownTimeLimit` (10 s by default) before it kills the process: with
+/// thousands of streams open, the server must still end them all and exit well inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_thousands_of_streams_is_prompt() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const STREAMS: usize = 2000;
+    let mut server = spawn(Options::new().aspnetcore(TOKEN, "/"));
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let request =
+        format!("GET /api/events HTTP/1.1\r\nHost: test\r\nMS-ASPNETCORE-TOKEN: {TOKEN}\r\n\r\n");
+    let mut sockets = Vec::with_capacity(STREAMS);
+    for _ in 0..STREAMS {
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        s.write_all(request.as_bytes()).await.expect("request");
+        // Wait for the head and the `ready` event: the stream is open at the server.
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("event: ready") {
+            let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+                .await
+                .expect("the stream starts")
+                .expect("read");
+            assert!(n > 0, "closed before ready");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        sockets.push(s);
+    }
+    server
+        .wait_for_log(&["stream opened", &format!("open={STREAMS}")])
+        .await;
+
+    let started = Instant::now();
+    let res = server
+        .request(Method::POST, "/iisintegration")
+        .header("MS-ASPNETCORE-EVENT", "shutdown ")
+        .send()
+        .await
+        .expect("shutdown request");
+    assert_eq!(res.status(), 202);
+    // Every stream ends: its last chunk (`0\r\n\r\n`) or the connection's close.
+    let ended = futures::future::join_all(sockets.iter_mut().map(|s| async move {
+        let mut tail = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(PATIENCE, s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(n)) => {
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.ends_with(b"0\r\n\r\n") {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }))
+    .await;
+    let all_ended = started.elapsed();
+    assert!(ended.iter().all(|e| *e), "every stream ends");
+    wait_exit(&mut server, started).await;
+    let exited = started.elapsed();
+    println!("shutdown with {STREAMS} streams: all ended after {all_ended:?}, process exited after {exited:?}");
+    assert!(
+        exited < Duration::from_secs(5),
+        "well inside the module's 10 s: {exited:?}"
+    );
+}
