@@ -403,9 +403,4 @@ mod tests {
              total               2m11s\n"
         );
     }
-
-    #[test]
-    fn budget_is_100_kb() {
-        assert_eq!(WASM_GZIP_BUDGET, 102_400);
-    }
 }
