@@ -94,7 +94,7 @@ pub(super) fn DelayChart(feed: Feed) -> impl IntoView {
         ),
     };
     view! {
-        <section class="delay">
+        <section class="delay-chart">
             <h2>"Delivery delay, last minute"</h2>
             <svg class="chart" viewBox=format!("0 0 {WIDTH} {HEIGHT}") role="img"
                 aria-label="Delivery delay of each live event over the last minute">
