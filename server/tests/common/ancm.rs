@@ -14,8 +14,8 @@
 
 use super::TempDir;
 use bytes::{Bytes, BytesMut};
-use eventsource_stream::{Event, Eventsource};
-use futures::{Stream, StreamExt};
+use eventsource_stream::Event;
+use futures::Stream;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full, StreamBody};
 use hyper::{
     body::{Frame, Incoming},
@@ -504,57 +504,23 @@ impl Module {
 
     /// Publishes through the front; the event's id.
     pub async fn publish(&self, topic: &str, text: &str) -> u64 {
-        let res = super::client()
-            .post(self.url("/api/publish"))
-            .json(&serde_json::json!({ "topic": topic, "text": text }))
-            .send()
-            .await
-            .expect("publish through the front");
-        assert_eq!(res.status(), 201, "publish {topic} through the front");
-        let body: serde_json::Value = res.json().await.expect("publish answer");
-        body["id"].as_u64().expect("id in the answer")
+        super::publish_with(super::client().post(self.url("/api/publish")), topic, text).await
     }
 
-    /// Opens `/api/events...` through the front (at the application's path) once the response
-    /// headers are in, parsed by a real SSE client parser. An error in the body (a cut stream)
-    /// fails the test: streams must end cleanly.
+    /// Opens `/api/events...` through the front (at the application's path), parsed by a real
+    /// SSE client parser. An error in the body (a cut stream) fails the test: streams must end
+    /// cleanly.
     pub async fn stream(
         &self,
         path_and_query: &str,
         last_event_id: Option<&str>,
     ) -> impl Stream<Item = Event> + Unpin + Send {
-        let mut req = super::client().get(self.url(path_and_query));
-        if let Some(id) = last_event_id {
-            req = req.header("Last-Event-ID", id);
-        }
-        let res = req.send().await.expect("stream request through the front");
-        assert_eq!(res.status(), 200, "stream through the front");
-        Box::pin(res.bytes_stream().eventsource().map(|e| match e {
-            Ok(event) => event,
-            Err(e) => panic!("the stream through the front broke instead of ending: {e}"),
-        }))
+        super::open_stream(super::client().get(self.url(path_and_query)), last_event_id).await
     }
 
     /// Waits (up to `PATIENCE`) for a log line containing every one of `parts`.
     pub async fn wait_for_log(&self, parts: &[&str]) -> String {
-        let start = Instant::now();
-        loop {
-            if let Some(line) = self
-                .logs
-                .lock()
-                .expect("logs")
-                .iter()
-                .find(|l| parts.iter().all(|p| l.contains(p)))
-            {
-                return line.clone();
-            }
-            assert!(
-                start.elapsed() < super::PATIENCE,
-                "no log line with {parts:?} in {:?}",
-                self.logs.lock().expect("logs")
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::wait_for_line(&self.logs, parts).await
     }
 
     /// Recycles the way the module does (ANCM.md, "Stopping the server"): new requests stop

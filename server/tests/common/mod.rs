@@ -193,15 +193,12 @@ impl Server {
     }
 
     pub async fn publish(&self, topic: &str, text: &str) -> u64 {
-        let res = self
-            .request(reqwest::Method::POST, "/api/publish")
-            .json(&serde_json::json!({ "topic": topic, "text": text }))
-            .send()
-            .await
-            .expect("publish request");
-        assert_eq!(res.status(), 201, "publish {topic}");
-        let body: serde_json::Value = res.json().await.expect("publish answer");
-        body["id"].as_u64().expect("id in the answer")
+        publish_with(
+            self.request(reqwest::Method::POST, "/api/publish"),
+            topic,
+            text,
+        )
+        .await
     }
 
     /// Opens the stream (with optional headers) and returns it parsed by a real SSE client parser.
@@ -209,41 +206,18 @@ impl Server {
         &self,
         path_and_query: &str,
         last_event_id: Option<&str>,
-    ) -> impl Stream<Item = Event> + Unpin {
-        let mut req = self.request(reqwest::Method::GET, path_and_query);
-        if let Some(id) = last_event_id {
-            req = req.header("Last-Event-ID", id);
-        }
-        let res = req.send().await.expect("stream request");
-        assert_eq!(res.status(), 200);
-        Box::pin(
-            res.bytes_stream()
-                .eventsource()
-                .map(|e| e.expect("a well-formed event")),
+    ) -> impl Stream<Item = Event> + Unpin + Send {
+        open_stream(
+            self.request(reqwest::Method::GET, path_and_query),
+            last_event_id,
         )
+        .await
     }
 
     /// Waits until a log line contains every one of `parts` (async: the test's own connections
     /// must keep running meanwhile).
     pub async fn wait_for_log(&self, parts: &[&str]) -> String {
-        let start = Instant::now();
-        loop {
-            if let Some(line) = self
-                .logs
-                .lock()
-                .expect("logs")
-                .iter()
-                .find(|l| parts.iter().all(|p| l.contains(p)))
-            {
-                return line.clone();
-            }
-            if start.elapsed() > PATIENCE {
-                let logs = self.logs.lock().expect("logs");
-                let tail: Vec<&String> = logs.iter().rev().take(20).rev().collect();
-                panic!("no log line with {parts:?}; the last lines: {tail:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_line(&self.logs, parts).await
     }
 }
 
@@ -251,6 +225,56 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `POST /api/publish` with the given request (URL and headers set); the new event's id.
+pub async fn publish_with(req: reqwest::RequestBuilder, topic: &str, text: &str) -> u64 {
+    let res = req
+        .json(&serde_json::json!({ "topic": topic, "text": text }))
+        .send()
+        .await
+        .expect("publish request");
+    assert_eq!(res.status(), 201, "publish {topic}");
+    let body: serde_json::Value = res.json().await.expect("publish answer");
+    body["id"].as_u64().expect("id in the answer")
+}
+
+/// Sends a stream request (URL and headers set) and parses the answer with a real SSE client
+/// parser. A broken body fails the test: streams must end cleanly.
+pub async fn open_stream(
+    mut req: reqwest::RequestBuilder,
+    last_event_id: Option<&str>,
+) -> std::pin::Pin<Box<dyn Stream<Item = Event> + Send>> {
+    if let Some(id) = last_event_id {
+        req = req.header("Last-Event-ID", id);
+    }
+    let res = req.send().await.expect("stream request");
+    assert_eq!(res.status(), 200, "stream");
+    Box::pin(res.bytes_stream().eventsource().map(|e| match e {
+        Ok(event) => event,
+        Err(e) => panic!("the stream broke instead of ending: {e}"),
+    }))
+}
+
+/// Waits until a line of `logs` contains every one of `parts`, within [`PATIENCE`].
+pub async fn wait_for_line(logs: &Mutex<Vec<String>>, parts: &[&str]) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(line) = logs
+            .lock()
+            .expect("logs")
+            .iter()
+            .find(|l| parts.iter().all(|p| l.contains(p)))
+        {
+            return line.clone();
+        }
+        if start.elapsed() > PATIENCE {
+            let logs = logs.lock().expect("logs");
+            let tail: Vec<&String> = logs.iter().rev().take(20).rev().collect();
+            panic!("no log line with {parts:?}; the last lines: {tail:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
