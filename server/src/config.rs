@@ -107,6 +107,20 @@ pub struct Args {
     #[arg(long, env = "EVENTS_PAD", default_value = "auto")]
     pub pad: String,
 
+    /// `GET /metrics` in the Prometheus text format: "on" or "off" (then 404).
+    #[arg(long, env = "EVENTS_METRICS", default_value = "on")]
+    pub metrics: String,
+
+    /// Origins of other sites whose pages may open the stream and publish (with cookies),
+    /// comma-separated and exact, e.g. "https://intranet.example.com"; none by default.
+    #[arg(long, env = "EVENTS_CORS_ORIGINS", default_value = "")]
+    pub cors_origins: String,
+
+    /// Longest time to answer any request except the stream (pages, publish, server functions,
+    /// files); past it the answer is 408.
+    #[arg(long, env = "EVENTS_REQUEST_TIMEOUT", default_value = "30s")]
+    pub request_timeout: String,
+
     /// Log filter (tracing-subscriber syntax), e.g. "info" or "server=debug,info".
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
@@ -148,6 +162,11 @@ pub struct Config {
     pub publish_key: Option<String>,
     /// Whether each event is followed by [`crate::wire::PAD_BYTES`] of padding.
     pub pad: bool,
+    pub metrics: bool,
+    /// Exact origins allowed cross-origin (`scheme://host[:port]`); empty: same origin only.
+    pub cors_origins: Vec<String>,
+    /// Bound on producing a response head, for everything but the stream.
+    pub request_timeout: Duration,
     pub log: String,
 }
 
@@ -185,6 +204,17 @@ impl Config {
             &args.write_timeout,
             Duration::from_millis(100),
         )?;
+        let request_timeout = duration(
+            "EVENTS_REQUEST_TIMEOUT",
+            &args.request_timeout,
+            Duration::from_millis(100),
+        )?;
+        let metrics = match args.metrics.trim() {
+            "on" => true,
+            "off" => false,
+            other => return err(format!("EVENTS_METRICS: '{other}' is not one of on, off")),
+        };
+        let cors_origins = cors_origins(&args.cors_origins)?;
         if args.history == 0 {
             return err("EVENTS_HISTORY: must be at least 1");
         }
@@ -231,6 +261,9 @@ impl Config {
             publish_rate: args.publish_rate,
             publish_key: args.publish_key.filter(|k| !k.is_empty()),
             pad,
+            metrics,
+            cors_origins,
+            request_timeout,
             log: args.log,
         })
     }
@@ -278,6 +311,33 @@ fn duration(name: &str, value: &str, min: Duration) -> Result<Duration, ConfigEr
         return err(format!("{name}: {value} is shorter than {min:?}"));
     }
     Ok(d)
+}
+
+/// Browsers send `Origin: scheme://host[:port]`, nothing more, and with credentials the answer
+/// must echo it exactly (never `*`): each entry must be such an origin. A trailing slash, as
+/// copied from an address bar, is dropped.
+fn cors_origins(value: &str) -> Result<Vec<String>, ConfigError> {
+    let mut origins: Vec<String> = Vec::new();
+    for o in value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let o = o.strip_suffix('/').unwrap_or(o);
+        let host = o
+            .strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"))
+            .unwrap_or("");
+        let valid = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+        if !valid {
+            return err(format!(
+                "EVENTS_CORS_ORIGINS: '{o}' is not an origin like https://example.com                  (scheme and host, optional port, no path, no '*')"
+            ));
+        }
+        if !origins.iter().any(|x| x == o) {
+            origins.push(o.to_string());
+        }
+    }
+    Ok(origins)
 }
 
 fn topics(value: &str) -> Result<Vec<String>, ConfigError> {
@@ -399,6 +459,41 @@ mod tests {
         let c = Config::from_args(args(&["--tick", "off", "--topics", "chat"])).expect("valid");
         assert_eq!(c.tick, None);
         assert_eq!(c.topics, vec!["chat".to_string()]);
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins() {
+        assert!(cors_origins("").expect("none").is_empty());
+        assert_eq!(
+            cors_origins(" https://a.example , http://b.example:8080/ ,https://a.example")
+                .expect("valid"),
+            vec!["https://a.example", "http://b.example:8080"]
+        );
+        for bad in [
+            "*",
+            "a.example",
+            "https://a.example/x",
+            "ftp://a",
+            "https://",
+        ] {
+            let e = cors_origins(bad).expect_err(bad);
+            assert!(e.0.starts_with("EVENTS_CORS_ORIGINS:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn request_timeout_and_metrics_are_checked() {
+        let c = Config::from_args(args(&[])).expect("valid");
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert!(c.metrics);
+        let e = Config::from_args(args(&["--request-timeout", "50ms"])).expect_err("too short");
+        assert!(e.0.starts_with("EVENTS_REQUEST_TIMEOUT:"), "{e}");
+        assert!(
+            !Config::from_args(args(&["--metrics", "off"]))
+                .expect("valid")
+                .metrics
+        );
+        assert!(Config::from_args(args(&["--metrics", "maybe"])).is_err());
     }
 
     #[test]

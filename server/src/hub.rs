@@ -176,6 +176,8 @@ impl Hub {
         // Sent under the lock so the broadcast order is the id order, and a concurrent
         // subscribe sees each event either in its replay or in its live feed, never both.
         let _ = self.live.send(frame.clone());
+        drop(state);
+        metrics::counter!(crate::metrics::EVENTS_PUBLISHED).increment(1);
         Ok(frame)
     }
 
@@ -222,6 +224,11 @@ impl Hub {
             .skip(skip)
             .map(|f| f.event.clone())
             .collect()
+    }
+
+    /// Events held for resuming right now.
+    pub fn history_len(&self) -> usize {
+        self.state().history.len()
     }
 
     pub fn subscribers(&self) -> usize {

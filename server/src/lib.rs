@@ -3,11 +3,13 @@
 
 pub mod backend;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod hub;
 pub mod iis;
 pub mod limits;
 pub mod listener;
+pub mod metrics;
 pub mod publish;
 pub mod routes;
 pub mod security;
@@ -55,6 +57,11 @@ pub async fn serve(config: Config) -> Result<(), String> {
         shutdown: shutdown.clone(),
         open_streams: Default::default(),
         publish_limit: Arc::new(limits::PublishLimit::new(config.publish_rate)),
+        metrics: if config.metrics {
+            crate::metrics::install()
+        } else {
+            None
+        },
     };
     if config.pad {
         tracing::info!(

@@ -157,6 +157,7 @@ impl AsyncWrite for Deadline {
 
 fn stalled(e: io::Error, peer: SocketAddr) -> io::Error {
     if e.kind() == io::ErrorKind::TimedOut {
+        metrics::counter!(crate::metrics::DROPPED_STALLED).increment(1);
         tracing::warn!(client = %peer, "client stopped reading: write deadline passed; dropping its connection");
     }
     e

@@ -1,11 +1,11 @@
 //! The router: the stream and publish endpoints, the Leptos page and its server functions,
-//! and the client's static files, all under the path base.
+//! the operator's figures and the client's static files, all under the path base.
 
-use crate::{backend::PageBackend, iis, publish, security, sse, state::AppState};
+use crate::{backend::PageBackend, cors, iis, metrics, publish, security, sse, state::AppState};
 use app::{api::Backend, shell, App, PathBase};
 use axum::{
     extract::DefaultBodyLimit,
-    http::{header, request::Parts, HeaderValue},
+    http::{header, request::Parts, HeaderValue, StatusCode},
     middleware,
     routing::{get, post},
     Router,
@@ -14,7 +14,9 @@ use leptos::prelude::provide_context;
 use leptos_axum::{file_and_error_handler_with_context, generate_route_list, LeptosRoutes};
 use leptos_router::location::RequestUrl;
 use std::sync::Arc;
-use tower_http::{compression::CompressionLayer, set_header::SetResponseHeaderLayer};
+use tower_http::{
+    compression::CompressionLayer, set_header::SetResponseHeaderLayer, timeout::TimeoutLayer,
+};
 
 pub fn router(state: AppState) -> Router {
     let backend = Backend(Arc::new(PageBackend {
@@ -41,12 +43,20 @@ pub fn router(state: AppState) -> Router {
     // JSON may escape each byte of text into six (`\u0000`): room for the longest valid text.
     let publish_limit = state.config.max_text.saturating_mul(6).saturating_add(1024);
 
-    let app = Router::new()
-        .route("/api/events", get(sse::events))
-        .route(
-            "/api/publish",
-            post(publish::publish).layer(DefaultBodyLimit::max(publish_limit)),
-        )
+    let mut stream = get(sse::events);
+    let mut publish = post(publish::publish).layer(DefaultBodyLimit::max(publish_limit));
+    if let Some(cors) = cors::Cors::new(&state.config.cors_origins) {
+        // On the method routers, so preflight `OPTIONS` is answered instead of a 405.
+        let only_listed = middleware::from_fn_with_state(cors.allowed, cors::only_listed);
+        stream = stream.layer(cors.layer.clone()).layer(only_listed.clone());
+        publish = publish.layer(cors.layer).layer(only_listed);
+    }
+
+    let mut timed = Router::new().route("/api/publish", publish);
+    if state.metrics.is_some() {
+        timed = timed.route("/metrics", get(metrics::render));
+    }
+    let timed = timed
         .leptos_routes_with_context(&state, routes, context.clone(), {
             let options = state.leptos.clone();
             move || shell(options.clone())
@@ -54,6 +64,18 @@ pub fn router(state: AppState) -> Router {
         .fallback(file_and_error_handler_with_context::<AppState, _>(
             context, shell,
         ))
+        // A bound on how long anything but the stream may take to answer (a stuck render, a
+        // publisher that trickles its body). It covers everything added above, the fallback
+        // included, and not the stream, which is routed below: a stream is meant to last for
+        // hours, and what bounds a dead one is the heartbeat and the write deadline.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.config.request_timeout,
+        ));
+
+    let app = Router::new()
+        .route("/api/events", stream)
+        .merge(timed)
         // tower-http's default predicate never compresses `text/event-stream`, so the stream
         // is not held back by a compressor; pages and the .wasm are.
         .layer(CompressionLayer::new())

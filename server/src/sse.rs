@@ -6,7 +6,15 @@
 //! the server stops (so browsers reconnect and resume on the next process) or when the client
 //! falls too far behind (it resumes from the history).
 
-use crate::{error::ApiError, hub::Resume, limits, listener::Peer, state::AppState, wire};
+use crate::{
+    error::ApiError,
+    hub::Resume,
+    limits,
+    listener::Peer,
+    metrics::{self as figures, Ended},
+    state::AppState,
+    wire,
+};
 use app::event::{Ready, READY_EVENT, RESET_EVENT};
 use axum::{
     body::Body,
@@ -50,9 +58,14 @@ pub async fn events(
     let open = state.open_streams.fetch_add(1, Ordering::Relaxed) + 1;
     if open > state.config.max_streams {
         state.open_streams.fetch_sub(1, Ordering::Relaxed);
+        metrics::counter!(figures::STREAMS_REFUSED).increment(1);
         return Ok(limits::too_many_streams(open - 1));
     }
     let sub = state.hub.subscribe(&resume);
+    metrics::counter!(figures::STREAMS_OPENED).increment(1);
+    if resume != Resume::Fresh {
+        figures::resumed(sub.reset.is_some());
+    }
     let mut first = BytesMut::new();
     // Each connection gets its own reconnect delay, so a restart does not bring every client
     // back in the same instant.
@@ -71,6 +84,9 @@ pub async fn events(
         first.extend_from_slice(&frame.bytes);
         replayed += 1;
     }
+    let deliveries = figures::deliveries();
+    // Replayed events are deliveries too: the client receives each one once.
+    deliveries.increment(replayed as u64);
     let ready = Ready {
         head: sub.head,
         heartbeat_ms: state.config.heartbeat.as_millis() as u64,
@@ -100,6 +116,8 @@ pub async fn events(
             client,
             since: Instant::now(),
             delivered: 0,
+            deliveries,
+            ended: None,
         },
     };
     let body = futures::stream::unfold(conn, |mut conn| async move {
@@ -153,6 +171,12 @@ struct Connection {
 }
 
 impl Connection {
+    /// Ends the stream from our side, remembering why for the figures.
+    fn end(&mut self, why: Ended) -> Option<Bytes> {
+        self.guard.ended = Some(why);
+        None
+    }
+
     /// The next chunk to write, or `None` to end the stream.
     async fn next(&mut self) -> Option<Bytes> {
         if let Some(first) = self.first.take() {
@@ -162,10 +186,11 @@ impl Connection {
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return None,
+                _ = shutdown.cancelled() => return self.end(Ended::Shutdown),
                 received = self.live.recv() => match received {
                     Ok(frame) if wanted(&self.filter, &frame.event.topic) => {
                         self.guard.delivered += 1;
+                        self.guard.deliveries.increment(1);
                         // The ping is for quiet streams only.
                         self.heartbeat.reset();
                         return Some(match &self.pad {
@@ -176,9 +201,9 @@ impl Connection {
                     Ok(_) => continue,
                     Err(RecvError::Lagged(missed)) => {
                         tracing::warn!(client = %self.guard.client, missed, "subscriber fell behind; ending its stream so it resumes from the history");
-                        return None;
+                        return self.end(Ended::Lagging);
                     }
-                    Err(RecvError::Closed) => return None,
+                    Err(RecvError::Closed) => return self.end(Ended::HubClosed),
                 },
                 _ = self.heartbeat.tick() => return Some(wire::ping()),
             }
@@ -192,10 +217,16 @@ struct Guard {
     client: String,
     since: Instant,
     delivered: u64,
+    /// The shared delivery counter, looked up once when the stream opens.
+    deliveries: metrics::Counter,
+    /// Set when the server ended the stream; a body dropped without it means the client went
+    /// away (closed, reset, or a write failed or stalled).
+    ended: Option<Ended>,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        figures::stream_closed(self.ended.unwrap_or(Ended::ClientGone));
         let open = self.state.open_streams.fetch_sub(1, Ordering::Relaxed) - 1;
         tracing::info!(client = %self.client, delivered = self.delivered, secs = self.since.elapsed().as_secs(), open, "stream closed");
     }

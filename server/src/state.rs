@@ -19,6 +19,8 @@ pub struct AppState {
     /// Streams open right now.
     pub open_streams: Arc<AtomicUsize>,
     pub publish_limit: Arc<crate::limits::PublishLimit>,
+    /// The Prometheus recorder's handle; `None` with `EVENTS_METRICS=off`.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl FromRef<AppState> for LeptosOptions {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{next_any, spawn, Options, PATIENCE};
+use common::{next_any, rss_kib, spawn, Options, PATIENCE};
 use futures::StreamExt;
 use std::{
     io::Write,
@@ -16,16 +16,6 @@ const EVENTS: usize = 1_500;
 /// Large enough that a stalled client's kernel buffers (a 4 KiB receive buffer, a send buffer
 /// of up to 4 MiB) fill long before the run ends, so the server sees writes stop.
 const TEXT_BYTES: usize = 8 * 1024;
-
-/// Resident memory of a process, from /proc (Linux).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_subscribers_cost_bounded_memory_and_slow_no_one() {

@@ -34,6 +34,12 @@ fn a_bad_setting_prints_one_line_and_exits_non_zero() {
         (&[("EVENTS_HISTORY", "many")], "history"),
         (&[("EVENTS_TOPICS", "a b")], "EVENTS_TOPICS"),
         (&[("RUST_LOG", "server=loud")], "RUST_LOG"),
+        (
+            &[("EVENTS_REQUEST_TIMEOUT", "50ms")],
+            "EVENTS_REQUEST_TIMEOUT",
+        ),
+        (&[("EVENTS_METRICS", "maybe")], "EVENTS_METRICS"),
+        (&[("EVENTS_CORS_ORIGINS", "*")], "EVENTS_CORS_ORIGINS"),
     ];
     for (env, needle) in cases {
         let (code, stderr) = start_with(env);

@@ -214,6 +214,41 @@ impl Server {
         .await
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn scrape(&self) -> String {
+        let res = self
+            .request(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("metrics request");
+        assert_eq!(res.status(), 200, "GET /metrics");
+        res.text().await.expect("metrics text")
+    }
+
+    /// One figure of `GET /metrics`, e.g. `sse_open_streams` or
+    /// `sse_resumes_total{outcome="gap"}`.
+    pub async fn figure(&self, key: &str) -> f64 {
+        let text = self.scrape().await;
+        figure(&text, key).unwrap_or_else(|| panic!("no {key} in /metrics:\n{text}"))
+    }
+
+    /// Waits until `figure(key)` satisfies `ok`; returns the value.
+    pub async fn wait_for_figure(&self, key: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        let start = Instant::now();
+        loop {
+            let v = self.figure(key).await;
+            if ok(v) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{key} stayed at {v}; /metrics:\n{}",
+                self.scrape().await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until a log line contains every one of `parts` (async: the test's own connections
     /// must keep running meanwhile).
     pub async fn wait_for_log(&self, parts: &[&str]) -> String {
@@ -276,6 +311,23 @@ pub async fn wait_for_line(logs: &Mutex<Vec<String>>, parts: &[&str]) -> String 
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The value of the sample named exactly `key` (name and labels) in a Prometheus text page.
+pub fn figure(text: &str, key: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Resident memory of a process in KiB, from /proc (Linux).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
 }
 
 pub fn client() -> reqwest::Client {
