@@ -2,8 +2,10 @@
 //! every subscriber. Every publisher (the HTTP endpoint, the page's form, the tick source)
 //! goes through [`Hub::publish`], so every subscriber sees every event once, in id order.
 
-use crate::wire;
-use app::event::{LiveEvent, Reset};
+use crate::{
+    event::{LiveEvent, Reset},
+    wire,
+};
 use bytes::Bytes;
 use std::{
     collections::VecDeque,
@@ -139,7 +141,7 @@ impl Hub {
 
     /// Checks, assigns the next id, encodes once, records in the history and broadcasts.
     pub fn publish(&self, topic: &str, text: &str) -> Result<Arc<Frame>, PublishError> {
-        app::event::validate_topic(topic).map_err(|e| PublishError::Topic(e.to_string()))?;
+        crate::event::validate_topic(topic).map_err(|e| PublishError::Topic(e.to_string()))?;
         if !self.topics.iter().any(|t| t == topic) {
             return Err(PublishError::Topic(format!(
                 "unknown topic '{topic}'; this server accepts: {}",
