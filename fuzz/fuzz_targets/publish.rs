@@ -5,7 +5,7 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use server::{
+use events_core::{
     hub::{Hub, HubSettings},
     publish::PublishRequest,
 };

@@ -5,7 +5,7 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use server::wire;
+use events_core::wire;
 
 fuzz_target!(|input: (u64, String)| {
     let (id, text) = input;

@@ -387,7 +387,7 @@ fn site_root(value: &Path) -> Result<PathBuf, ConfigError> {
     };
     for candidate in candidates {
         if candidate.is_dir() {
-            return Ok(candidate);
+            return exposes_nothing_else(value, candidate);
         }
         tried.push(candidate.display().to_string());
     }
@@ -398,17 +398,67 @@ fn site_root(value: &Path) -> Result<PathBuf, ConfigError> {
     ))
 }
 
+/// Everything under the site root is served as it is: a site root that holds the server
+/// itself (the published folder, `LEPTOS_SITE_ROOT=.`) would serve the executable, web.config
+/// and logs/. Refused at startup rather than served.
+fn exposes_nothing_else(value: &Path, root: PathBuf) -> Result<PathBuf, ConfigError> {
+    let refuse = |what: &str| {
+        err(format!(
+            "LEPTOS_SITE_ROOT: '{}' ({}) holds {what}, and everything in it is served; point it \
+             at the folder of client files (site)",
+            value.display(),
+            root.display()
+        ))
+    };
+    let canonical = root.canonicalize().unwrap_or_else(|_| root.clone());
+    let exe = std::env::current_exe().and_then(|e| e.canonicalize());
+    if exe.is_ok_and(|exe| exe.starts_with(&canonical)) {
+        return refuse("the server executable");
+    }
+    if canonical.join("web.config").exists() {
+        return refuse("web.config");
+    }
+    Ok(root)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn args(extra: &[&str]) -> Args {
+        let site = site();
         let mut argv = vec!["server"];
         if !extra.contains(&"--site-root") {
-            argv.extend(["--site-root", "/"]);
+            argv.extend(["--site-root", site.to_str().expect("utf-8 temp path")]);
         }
         argv.extend_from_slice(extra);
         Args::parse_from(argv)
+    }
+
+    /// A site folder that does not hold the test executable.
+    fn site() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sse-live-config-site-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a site folder");
+        dir
+    }
+
+    #[test]
+    fn a_site_root_that_holds_the_server_or_web_config_is_refused() {
+        let exe_dir = std::env::current_exe()
+            .expect("exe")
+            .parent()
+            .expect("folder")
+            .to_path_buf();
+        for root in [exe_dir.clone(), exe_dir.join("..")] {
+            let e = site_root(&root).expect_err("the executable's folder");
+            assert!(e.0.contains("the server executable"), "{e}");
+        }
+        let with_config = site().join("with-config");
+        std::fs::create_dir_all(&with_config).expect("create");
+        std::fs::write(with_config.join("web.config"), "<configuration/>").expect("write");
+        let e = site_root(&with_config).expect_err("web.config");
+        assert!(e.0.contains("web.config"), "{e}");
+        assert_eq!(site_root(&site()).expect("a plain folder"), site());
     }
 
     #[test]

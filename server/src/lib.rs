@@ -5,7 +5,6 @@ pub mod backend;
 pub mod config;
 pub mod cors;
 pub mod error;
-pub mod hub;
 pub mod iis;
 pub mod limits;
 pub mod listener;
@@ -18,7 +17,10 @@ pub mod sse;
 pub mod state;
 pub mod telemetry;
 pub mod ticker;
-pub mod wire;
+
+// The event model and the hub live in `events-core` (no web framework: the fuzz targets build
+// only that); re-exported so `server::hub` and `server::wire` read as before.
+pub use events_core::{hub, wire};
 
 use config::Config;
 use hub::{Hub, HubSettings};

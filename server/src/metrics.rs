@@ -155,6 +155,8 @@ pub async fn render(State(state): State<AppState>) -> Response {
     gauge!(OPEN_STREAMS).set(state.open_streams.load(Ordering::Relaxed) as f64);
     gauge!(SUBSCRIBERS).set(state.hub.subscribers() as f64);
     gauge!(HISTORY_LENGTH).set(state.hub.history_len() as f64);
+    // Counted by the hub under its lock (every source publishes through it); read here.
+    counter!(EVENTS_PUBLISHED).absolute(state.hub.published());
     let mut res = handle.render().into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

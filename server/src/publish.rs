@@ -7,21 +7,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     Json,
 };
-use serde::{Deserialize, Serialize};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishRequest {
-    pub topic: String,
-    pub text: String,
-}
-
-#[derive(Serialize)]
-pub struct Published {
-    pub id: u64,
-    pub topic: String,
-    pub sent_ms: u64,
-}
+pub use events_core::publish::{PublishRequest, Published};
 
 pub async fn publish(
     State(state): State<AppState>,

@@ -29,7 +29,15 @@ pub struct TestArgs {
     /// Skip the Windows cross-build and its run under Wine.
     #[arg(long)]
     skip_windows: bool,
+    /// Skip the fuzz targets (built with nightly and cargo-fuzz, each run for 20 s).
+    #[arg(long)]
+    skip_fuzz: bool,
 }
+
+/// How long each fuzz target runs in the test.
+pub const FUZZ_SECONDS: u32 = 20;
+/// The cargo-fuzz targets in fuzz/.
+pub const FUZZ_TARGETS: &[&str] = &["wire", "publish"];
 
 /// Runs named steps, remembers how long each took, prints the table at the end (also on failure).
 struct Steps {
@@ -160,6 +168,11 @@ pub fn test(ctx: &Ctx, args: &TestArgs) -> Res<()> {
             ),
         )
     })?;
+    if args.quick || args.skip_fuzz {
+        note("skipping the fuzz targets");
+    } else {
+        fuzz(ctx, &mut steps)?;
+    }
     if browser {
         steps.run("running the browser tests against the debug build", || {
             playwright(ctx, &debug_server, &site)
@@ -246,6 +259,45 @@ fn iis_proof(ctx: &Ctx, args: &TestArgs, steps: &mut Steps) -> Res<()> {
             ),
         )
     })
+}
+
+/// Each cargo-fuzz target for [`FUZZ_SECONDS`], without a sanitizer (the targets are safe
+/// Rust: a finding is a panic or a failed assertion, which libFuzzer catches without one, and
+/// the build is much shorter). Its own target directory (fuzz/target): other flags, other
+/// toolchain.
+fn fuzz(ctx: &Ctx, steps: &mut Steps) -> Res<()> {
+    steps.run("setting up fuzzing (nightly, cargo-fuzz)", || {
+        tools::ensure_fuzzing(ctx)
+    })?;
+    let fuzz_dir = ctx.root.join("fuzz");
+    let toolchain = format!("+{}", tools::FUZZ_TOOLCHAIN);
+    steps.run("building the fuzz targets (cargo +nightly fuzz build)", || {
+        run(
+            ctx.cmd("cargo")
+                .args([toolchain.as_str(), "fuzz", "build", "-O", "--sanitizer", "none"])
+                .current_dir(&fuzz_dir)
+                .env_remove("CARGO_TARGET_DIR"),
+            "read the compiler output above; `cd fuzz && cargo +nightly fuzz build -O --sanitizer none` reproduces it",
+        )
+    })?;
+    for target in FUZZ_TARGETS {
+        let max_time = format!("-max_total_time={FUZZ_SECONDS}");
+        steps.run(
+            &format!("fuzzing `{target}` for {FUZZ_SECONDS} s"),
+            || {
+                run(
+                    ctx.cmd("cargo")
+                        .args([toolchain.as_str(), "fuzz", "run", "-O", "--sanitizer", "none", target, "--", &max_time])
+                        .current_dir(&fuzz_dir)
+                        .env_remove("CARGO_TARGET_DIR"),
+                    &format!(
+                        "a finding: the input is in fuzz/artifacts/{target}/; reproduce with `cd fuzz && cargo +nightly fuzz run --sanitizer none {target} artifacts/{target}/<file>`, fix, and add a unit test for it"
+                    ),
+                )
+            },
+        )?;
+    }
+    Ok(())
 }
 
 fn server_bin(ctx: &Ctx, profile: &str) -> PathBuf {

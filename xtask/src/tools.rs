@@ -591,6 +591,67 @@ pub fn ensure_mingw(ctx: &Ctx) -> Res<()> {
     )
 }
 
+// ---------------------------------------------------------------------------------------------
+// Fuzzing: the nightly toolchain and cargo-fuzz
+// ---------------------------------------------------------------------------------------------
+
+/// The toolchain `cargo fuzz` builds with (libFuzzer's coverage flags need nightly); the
+/// workspace itself stays on stable.
+pub const FUZZ_TOOLCHAIN: &str = "nightly";
+
+/// What `cargo +nightly fuzz run` needs: a nightly toolchain and cargo-fuzz.
+pub fn ensure_fuzzing(ctx: &Ctx) -> Res<()> {
+    ensure_nightly(ctx)?;
+    ensure_cargo_fuzz(ctx)
+}
+
+fn ensure_nightly(ctx: &Ctx) -> Res<()> {
+    step(format!(
+        "checking the {FUZZ_TOOLCHAIN} toolchain (for cargo fuzz)"
+    ));
+    let installed = capture(ctx.cmd("rustup").args(["toolchain", "list"]));
+    let prefix = format!("{FUZZ_TOOLCHAIN}-");
+    if installed.is_some_and(|out| out.lines().any(|l| l.trim().starts_with(&prefix))) {
+        note(format!("{FUZZ_TOOLCHAIN}: installed"));
+        return Ok(());
+    }
+    step(format!(
+        "installing the {FUZZ_TOOLCHAIN} toolchain (minimal profile)"
+    ));
+    run(
+        ctx.cmd("rustup")
+            .args(["toolchain", "install", FUZZ_TOOLCHAIN, "--profile", "minimal"]),
+        &format!(
+            "check the network, or run `rustup toolchain install {FUZZ_TOOLCHAIN} --profile minimal` by hand"
+        ),
+    )
+}
+
+fn ensure_cargo_fuzz(ctx: &Ctx) -> Res<()> {
+    step("checking cargo-fuzz");
+    wait_for_running_install("cargo-fuzz");
+    if let Some(out) = capture(ctx.cmd("cargo").args(["fuzz", "--version"])) {
+        note(format!("{}: present", out.trim()));
+        return Ok(());
+    }
+    step("installing cargo-fuzz (about a minute)");
+    let fix = "check the network, then run `cargo install cargo-fuzz --locked`";
+    run(
+        ctx.cmd("cargo").args(["install", "cargo-fuzz", "--locked"]),
+        fix,
+    )?;
+    match capture(ctx.cmd("cargo").args(["fuzz", "--version"])) {
+        Some(out) => {
+            note(format!("{}: installed", out.trim()));
+            Ok(())
+        }
+        None => Err(Failure::new(
+            "after installing, `cargo fuzz --version` does not run",
+            fix,
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,7 +41,7 @@ pub fn retry(ms: u64) -> Bytes {
 
 /// The keep-alive: keeps proxies from timing out an idle stream, makes a vanished client show
 /// up as a failed write, and lets the client's watchdog see the stream is alive (see
-/// `app::event::PING_EVENT` for why it is an event, not a comment).
+/// `crate::event::PING_EVENT` for why it is an event, not a comment).
 pub fn ping() -> Bytes {
     Bytes::from_static(b"event: ping\ndata: \n\n")
 }

@@ -2,8 +2,10 @@
 //! every subscriber. Every publisher (the HTTP endpoint, the page's form, the tick source)
 //! goes through [`Hub::publish`], so every subscriber sees every event once, in id order.
 
-use crate::wire;
-use app::event::{LiveEvent, Reset};
+use crate::{
+    event::{LiveEvent, Reset},
+    wire,
+};
 use bytes::Bytes;
 use std::{
     collections::VecDeque,
@@ -89,6 +91,8 @@ struct State {
     head: u64,
     history: VecDeque<Arc<Frame>>,
     capacity: usize,
+    /// Events published by this process (read by the server's metrics).
+    published: u64,
 }
 
 pub struct HubSettings {
@@ -120,6 +124,7 @@ impl Hub {
                 head,
                 history: VecDeque::with_capacity(settings.history.min(4096)),
                 capacity: settings.history.max(1),
+                published: 0,
             }),
             live,
             topics: settings.topics,
@@ -139,7 +144,7 @@ impl Hub {
 
     /// Checks, assigns the next id, encodes once, records in the history and broadcasts.
     pub fn publish(&self, topic: &str, text: &str) -> Result<Arc<Frame>, PublishError> {
-        app::event::validate_topic(topic).map_err(|e| PublishError::Topic(e.to_string()))?;
+        crate::event::validate_topic(topic).map_err(|e| PublishError::Topic(e.to_string()))?;
         if !self.topics.iter().any(|t| t == topic) {
             return Err(PublishError::Topic(format!(
                 "unknown topic '{topic}'; this server accepts: {}",
@@ -176,8 +181,7 @@ impl Hub {
         // Sent under the lock so the broadcast order is the id order, and a concurrent
         // subscribe sees each event either in its replay or in its live feed, never both.
         let _ = self.live.send(frame.clone());
-        drop(state);
-        metrics::counter!(crate::metrics::EVENTS_PUBLISHED).increment(1);
+        state.published += 1;
         Ok(frame)
     }
 
@@ -229,6 +233,11 @@ impl Hub {
     /// Events held for resuming right now.
     pub fn history_len(&self) -> usize {
         self.state().history.len()
+    }
+
+    /// Events published since this hub was made.
+    pub fn published(&self) -> u64 {
+        self.state().published
     }
 
     pub fn subscribers(&self) -> usize {
