@@ -101,6 +101,18 @@ async fn the_forwarded_address_is_logged_only_with_a_valid_token() {
     assert!(!line.contains("203.0.113.9"), "{line}");
 }
 
+/// The module's shutdown request, exactly as it sends it: a trailing space, no body.
+async fn shutdown_request(server: &common::Server) -> u16 {
+    server
+        .request(Method::POST, "/iisintegration")
+        .header("MS-ASPNETCORE-EVENT", "shutdown ")
+        .send()
+        .await
+        .expect("shutdown request")
+        .status()
+        .as_u16()
+}
+
 async fn wait_exit(server: &mut common::Server, started: Instant) {
     loop {
         if let Some(status) = server.child.try_wait().expect("wait") {
@@ -133,14 +145,7 @@ async fn the_modules_shutdown_request_gets_202_and_ends_every_stream() {
     assert!(server.child.try_wait().expect("wait").is_none());
 
     let started = Instant::now();
-    // Exactly as the module sends it: a trailing space, no body.
-    let res = server
-        .request(Method::POST, "/iisintegration")
-        .header("MS-ASPNETCORE-EVENT", "shutdown ")
-        .send()
-        .await
-        .expect("shutdown request");
-    assert_eq!(res.status(), 202);
+    assert_eq!(shutdown_request(&server).await, 202);
     for s in &mut streams {
         let end = tokio::time::timeout(PATIENCE, futures::StreamExt::next(s))
             .await
@@ -257,13 +262,7 @@ async fn shutdown_with_thousands_of_streams_is_prompt() {
         .await;
 
     let started = Instant::now();
-    let res = server
-        .request(Method::POST, "/iisintegration")
-        .header("MS-ASPNETCORE-EVENT", "shutdown ")
-        .send()
-        .await
-        .expect("shutdown request");
-    assert_eq!(res.status(), 202);
+    assert_eq!(shutdown_request(&server).await, 202);
     // Every stream ends: its last chunk (`0\r\n\r\n`) or the connection's close.
     let ended = futures::future::join_all(sockets.iter_mut().map(|s| async move {
         let mut tail = Vec::new();
