@@ -2,9 +2,9 @@
 //!
 //! On connect: a `retry:` hint, then (when resuming) a `reset` if the position is lost and the
 //! missed events from the history, then a `ready` event whose `id:` is the newest id, then live
-//! events as they are published, with a `ping` event after each quiet heartbeat interval. The stream ends when
-//! the server stops (so browsers reconnect and resume on the next process) or when the client
-//! falls too far behind (it resumes from the history).
+//! events as they are published, with a `ping` event after each quiet heartbeat interval. The
+//! stream ends when the server stops (so browsers reconnect and resume on the next process) or
+//! when the client falls too far behind (it resumes from the history).
 
 use crate::{
     error::ApiError,
@@ -49,9 +49,11 @@ pub async fn events(
     let filter = topic_filter(query.topic.as_deref(), state.hub.topics())?;
     // The header wins: it is what the browser sends on its own reconnects, and it is newer than
     // the position written into the URL when this EventSource was created.
+    // An empty header says nothing (the query may still hold a position).
     let header = headers
         .get("last-event-id")
-        .map(|v| v.to_str().unwrap_or("(not text)"));
+        .map(|v| v.to_str().unwrap_or("(not text)"))
+        .filter(|v| !v.trim().is_empty());
     let resume = Resume::parse(header.or(query.last_event_id.as_deref()));
 
     // Counted before anything is allocated for the stream; the guard below gives it back.
