@@ -131,6 +131,12 @@ async fn resume_replays_what_was_missed_by_header_or_query() {
     assert_eq!(next_any(&mut s).await.id, third.to_string());
     assert_eq!(next_any(&mut s).await.event, "ready");
 
+    // An empty header says nothing: the query's position is used.
+    let mut s = server
+        .stream(&format!("/api/events?lastEventId={second}"), Some(""))
+        .await;
+    assert_eq!(next_any(&mut s).await.id, third.to_string());
+
     // The header wins over the query: it is the newer position.
     let mut s = server
         .stream(
