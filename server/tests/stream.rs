@@ -2,8 +2,7 @@
 
 mod common;
 
-use common::{client, next_any, next_event, spawn, text_of, Options, PATIENCE};
-use futures::StreamExt;
+use common::{client, next_any, next_event, spawn, text_of, Options};
 
 #[tokio::test]
 async fn the_stream_has_the_headers_proxies_need_and_is_never_compressed() {
@@ -27,17 +26,7 @@ async fn the_stream_has_the_headers_proxies_need_and_is_never_compressed() {
 async fn a_new_stream_starts_with_retry_and_ready() {
     let server = spawn(Options::new().env("EVENTS_RETRY", "3s"));
     let before = server.publish("chat", "earlier").await;
-    let mut raw = client()
-        .get(server.url("/api/events"))
-        .send()
-        .await
-        .expect("request")
-        .bytes_stream();
-    let first = tokio::time::timeout(PATIENCE, raw.next())
-        .await
-        .expect("first bytes")
-        .expect("open")
-        .expect("bytes");
+    let first = server.raw_stream("/api/events").await.chunk().await;
     let first = String::from_utf8_lossy(&first).to_string();
     let retry: u64 = first
         .strip_prefix("retry: ")
@@ -267,22 +256,9 @@ async fn the_tick_source_publishes_at_its_interval() {
 #[tokio::test]
 async fn keep_alive_comments_flow_on_a_quiet_stream() {
     let server = spawn(Options::new().env("EVENTS_HEARTBEAT", "200ms"));
-    let mut raw = client()
-        .get(server.url("/api/events"))
-        .send()
-        .await
-        .expect("request")
-        .bytes_stream();
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !seen.contains("event: ping\ndata: \n\n") {
-        let chunk = tokio::time::timeout_at(deadline, raw.next())
-            .await
-            .expect("a keep-alive within the time limit")
-            .expect("open")
-            .expect("bytes");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    let mut raw = server.raw_stream("/api/events").await;
+    raw.until(|seen| String::from_utf8_lossy(seen).contains("event: ping\ndata: \n\n"))
+        .await;
 }
 
 #[tokio::test]
@@ -312,33 +288,13 @@ async fn behind_http_platform_handler_each_event_is_padded_past_its_buffer() {
     server
         .wait_for_log(&["padding every event", "bytes=8192"])
         .await;
-    let mut raw = client()
-        .get(server.url("/api/events"))
-        .send()
-        .await
-        .expect("request")
-        .bytes_stream();
-    let mut received = Vec::new();
+    let mut raw = server.raw_stream("/api/events").await;
     // The first write: retry, ready, then the padding.
-    while received.len() < 8192 {
-        let chunk = tokio::time::timeout(PATIENCE, raw.next())
-            .await
-            .expect("bytes")
-            .expect("open")
-            .expect("bytes");
-        received.extend_from_slice(&chunk);
-    }
+    raw.until(|r| r.len() >= 8192).await;
     let id = server.publish("chat", "padded").await;
-    let before = received.len();
-    while received.len() < before + 8192 {
-        let chunk = tokio::time::timeout(PATIENCE, raw.next())
-            .await
-            .expect("bytes")
-            .expect("open")
-            .expect("bytes");
-        received.extend_from_slice(&chunk);
-    }
-    let event = String::from_utf8_lossy(&received[before..]).to_string();
+    let before = raw.received.len();
+    raw.until(|r| r.len() >= before + 8192).await;
+    let event = String::from_utf8_lossy(&raw.received[before..]).to_string();
     assert!(
         event.starts_with(&format!("id: {id}\nevent: chat\n")),
         "{:?}",

@@ -214,6 +214,20 @@ impl Server {
         .await
     }
 
+    /// The stream's raw bytes, for what an SSE parser hides (`retry:`, padding, framing).
+    pub async fn raw_stream(&self, path: &str) -> RawStream {
+        let res = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("stream request");
+        assert_eq!(res.status(), 200, "stream");
+        RawStream {
+            body: Box::pin(res.bytes_stream()),
+            received: Vec::new(),
+        }
+    }
+
     /// The text of `GET /metrics`.
     pub async fn scrape(&self) -> String {
         let res = self
@@ -260,6 +274,32 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A stream read as bytes; `received` holds everything read so far.
+pub struct RawStream {
+    body: std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    pub received: Vec<u8>,
+}
+
+impl RawStream {
+    /// Reads the next chunk (within [`PATIENCE`]) and returns it.
+    pub async fn chunk(&mut self) -> bytes::Bytes {
+        let chunk = tokio::time::timeout(PATIENCE, self.body.next())
+            .await
+            .expect("bytes within the time limit")
+            .expect("the stream is still open")
+            .expect("bytes");
+        self.received.extend_from_slice(&chunk);
+        chunk
+    }
+
+    /// Reads until `done` holds for everything received so far.
+    pub async fn until(&mut self, done: impl Fn(&[u8]) -> bool) {
+        while !done(&self.received) {
+            self.chunk().await;
+        }
     }
 }
 
