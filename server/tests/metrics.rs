@@ -163,15 +163,8 @@ fn silent_client(server: &common::Server) -> TcpStream {
 /// nothing, so the server's writes to it stop.
 async fn flood(server: &common::Server) {
     let text = "x".repeat(60_000);
-    let client = client();
     for _ in 0..150 {
-        let res = client
-            .post(server.url("/api/publish"))
-            .json(&serde_json::json!({"topic": "chat", "text": text}))
-            .send()
-            .await
-            .expect("publish");
-        assert_eq!(res.status(), 201);
+        server.publish("chat", &text).await;
     }
 }
 
