@@ -116,6 +116,12 @@ pub struct Args {
     #[arg(long, env = "EVENTS_CORS_ORIGINS", default_value = "")]
     pub cors_origins: String,
 
+    /// Who writes a stream on a plain HTTP/1 connection: "direct" (a task that owns the
+    /// socket; about 1 KiB per open stream) or "hyper" (as every other response; the way to
+    /// rule the direct writer out when chasing a problem). HTTP/2 streams are always hyper's.
+    #[arg(long, env = "EVENTS_STREAM_WRITER", default_value = "direct")]
+    pub stream_writer: String,
+
     /// Longest time to answer any request except the stream (pages, publish, server functions,
     /// files); past it the answer is 408.
     #[arg(long, env = "EVENTS_REQUEST_TIMEOUT", default_value = "30s")]
@@ -167,6 +173,8 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Bound on producing a response head, for everything but the stream.
     pub request_timeout: Duration,
+    /// Streams on plain HTTP/1 connections are written by `direct_stream.rs` (else hyper).
+    pub direct_streams: bool,
     pub log: String,
 }
 
@@ -231,6 +239,15 @@ impl Config {
             return err("EVENTS_MAX_TEXT: must be at least 1");
         }
         let topics = topics(&args.topics)?;
+        let direct_streams = match args.stream_writer.trim() {
+            "direct" => true,
+            "hyper" => false,
+            other => {
+                return err(format!(
+                    "EVENTS_STREAM_WRITER: '{other}' is not one of direct, hyper"
+                ))
+            }
+        };
         let pad = match args.pad.trim() {
             "auto" => frontend == Frontend::HttpPlatformHandler,
             "on" => true,
@@ -261,6 +278,7 @@ impl Config {
             publish_rate: args.publish_rate,
             publish_key: args.publish_key.filter(|k| !k.is_empty()),
             pad,
+            direct_streams,
             metrics,
             cors_origins,
             request_timeout,
@@ -484,6 +502,10 @@ mod tests {
         assert!(!Config::from_args(a).expect("valid").pad);
         assert!(!Config::from_args(args(&[])).expect("valid").pad);
         assert!(Config::from_args(args(&["--pad", "sometimes"])).is_err());
+        assert!(Config::from_args(args(&[])).expect("valid").direct_streams);
+        let hyper = Config::from_args(args(&["--stream-writer", "hyper"])).expect("valid");
+        assert!(!hyper.direct_streams);
+        assert!(Config::from_args(args(&["--stream-writer", "tokio"])).is_err());
     }
 
     #[test]

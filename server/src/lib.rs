@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod config;
 pub mod cors;
+pub mod direct_stream;
 pub mod error;
 pub mod iis;
 pub mod limits;
@@ -27,16 +28,17 @@ use hub::{Hub, HubSettings};
 use leptos::config::LeptosOptions;
 use state::AppState;
 use std::{future::IntoFuture, sync::Arc, time::Duration};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// The longest the server waits for connections to finish after every stream was told to end.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Binds, serves until asked to stop, then ends every stream and returns.
 pub async fn serve(config: Config) -> Result<(), String> {
-    let listener = listener::StreamListener::bind(config.addr, config.write_timeout)?;
+    let listener = listener::bind(config.addr)?;
     // The real address: the configured port may be 0 (any free port; the tests use that).
-    let bound = axum::serve::Listener::local_addr(&listener)
+    let bound = listener
+        .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
     let config = Arc::new(config);
     let hub = Arc::new(Hub::new(HubSettings {
@@ -77,7 +79,27 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
     shutdown::on_signals(shutdown.clone());
 
-    let app = routes::router(state).into_make_service_with_connect_info::<listener::Peer>();
+    let router = routes::router(state);
+    let (to_hyper, incoming) = tokio::sync::mpsc::channel(1024);
+    // Every connection's task, the direct streams among them: waited for when stopping.
+    let connections = TaskTracker::new();
+    tokio::spawn(listener::accept(
+        listener,
+        direct_stream::Direct {
+            router: router.clone(),
+            path_base: config.path_base.as_str().into(),
+            write_timeout: config.write_timeout,
+            hyper: to_hyper,
+            enabled: config.direct_streams,
+        },
+        shutdown.clone(),
+        connections.clone(),
+    ));
+    let hyper = listener::HyperConnections {
+        incoming,
+        local: bound,
+    };
+    let app = router.into_make_service_with_connect_info::<listener::Peer>();
     tracing::info!(
         addr = %bound,
         frontend = ?config.frontend,
@@ -87,8 +109,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         bound,
         config.path_base
     );
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = axum::serve(hyper, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let mut server = std::pin::pin!(server.into_future());
     tokio::select! {
         done = &mut server => return done.map_err(|e| format!("server error: {e}")),
@@ -96,7 +117,13 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
     // Streams end as soon as the token is cancelled; anything still open after the drain
     // limit (a client that stopped reading) is cut rather than holding the process up.
-    match tokio::time::timeout(DRAIN_LIMIT, server).await {
+    connections.close();
+    let drained = async {
+        server.await?;
+        connections.wait().await;
+        Ok::<(), std::io::Error>(())
+    };
+    match tokio::time::timeout(DRAIN_LIMIT, drained).await {
         Ok(done) => done.map_err(|e| format!("server error: {e}"))?,
         Err(_) => tracing::warn!("connections still open after {DRAIN_LIMIT:?}; exiting anyway"),
     }

@@ -1,4 +1,5 @@
-//! The accept side: an explicit backlog, `TCP_NODELAY`, and a deadline on every write.
+//! The accept side: an explicit backlog, `TCP_NODELAY`, the first request's head read to
+//! choose the stream's direct writer or hyper, and a deadline on every write.
 //!
 //! A client that stops reading (a frozen tab, a proxy that holds the stream, a peer that
 //! vanished without a FIN) leaves its socket's send buffer full; hyper then waits on that write
@@ -7,7 +8,9 @@
 //! (tokio-io-timeout arms the timer inside `poll_write`), the stream is dropped and its slot
 //! freed, and a log line names the client.
 
+use crate::direct_stream::Direct;
 use axum::{extract::connect_info::Connected, serve::IncomingStream};
+use bytes::Bytes;
 use std::{
     io,
     net::SocketAddr,
@@ -18,89 +21,167 @@ use std::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpSocket, TcpStream},
+    sync::mpsc,
 };
 use tokio_io_timeout::TimeoutStream;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// The connection's remote address, as `ConnectInfo` (axum provides it only for a plain
 /// `TcpListener`).
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
 
-impl Connected<IncomingStream<'_, StreamListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, StreamListener>) -> Peer {
+impl Connected<IncomingStream<'_, HyperConnections>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, HyperConnections>) -> Peer {
         Peer(*stream.remote_addr())
     }
 }
 
-pub struct StreamListener {
-    inner: TcpListener,
-    write_timeout: Duration,
+/// Binds with an explicit backlog: a reconnect storm past the default one drops SYNs, and the
+/// client retries only after a full second.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|e| format!("cannot open a socket: {e}"))?;
+    #[cfg(not(windows))]
+    let _ = socket.set_reuseaddr(true);
+    socket
+        .bind(addr)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    socket
+        .listen(4096)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
-impl StreamListener {
-    /// Binds with an explicit backlog: a reconnect storm past the default one drops SYNs, and
-    /// the client retries only after a full second.
-    pub fn bind(addr: SocketAddr, write_timeout: Duration) -> Result<StreamListener, String> {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
+/// Accepts until the server stops; each connection's first request decides who serves it
+/// (see `direct_stream.rs`).
+pub async fn accept(
+    listener: TcpListener,
+    direct: Direct,
+    stop: CancellationToken,
+    streams: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                // Small event writes must not wait for the previous response's ACK.
+                let _ = tcp.set_nodelay(true);
+                streams.spawn(direct.clone().serve(tcp, peer));
+            }
+            // Out of descriptors and the like: back off instead of spinning (as axum's own
+            // listener does), and keep serving the connections already open.
+            Err(e) => {
+                tracing::error!(error = %e, "accept failed; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
-        .map_err(|e| format!("cannot open a socket: {e}"))?;
-        #[cfg(not(windows))]
-        let _ = socket.set_reuseaddr(true);
-        socket
-            .bind(addr)
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        let inner = socket
-            .listen(4096)
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        Ok(StreamListener {
-            inner,
-            write_timeout,
-        })
     }
 }
 
-impl axum::serve::Listener for StreamListener {
+/// The connections hyper serves, as axum's listener: fed by [`accept`].
+pub struct HyperConnections {
+    pub incoming: mpsc::Receiver<(Deadline, SocketAddr)>,
+    pub local: SocketAddr,
+}
+
+impl axum::serve::Listener for HyperConnections {
     type Io = Deadline;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Deadline, SocketAddr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((tcp, peer)) => {
-                    // Small event writes must not wait for the previous response's ACK.
-                    let _ = tcp.set_nodelay(true);
-                    let mut io = TimeoutStream::new(tcp);
-                    io.set_write_timeout(Some(self.write_timeout));
-                    return (
-                        Deadline {
-                            io: Box::pin(io),
-                            peer,
-                        },
-                        peer,
-                    );
-                }
-                // Out of descriptors and the like: back off instead of spinning (as axum's
-                // own listener does), and keep serving the connections already open.
-                Err(e) => {
-                    tracing::error!(error = %e, "accept failed; retrying in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
+        match self.incoming.recv().await {
+            Some(conn) => conn,
+            // The accept loop has stopped: so has the server; axum's graceful shutdown ends
+            // the serving loop without another accept.
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+        Ok(self.local)
+    }
+}
+
+/// A connection whose first bytes were already read (to see what it asks for), given back
+/// to the reader before the socket's own.
+pub struct Rewind {
+    read: Bytes,
+    tcp: TcpStream,
+}
+
+impl Rewind {
+    pub fn new(read: Bytes, tcp: TcpStream) -> Rewind {
+        Rewind { read, tcp }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }
 
 /// A socket whose writes must progress within the deadline.
 pub struct Deadline {
-    io: Pin<Box<TimeoutStream<TcpStream>>>,
+    io: Pin<Box<TimeoutStream<Rewind>>>,
     peer: SocketAddr,
+}
+
+impl Deadline {
+    pub fn new(io: Rewind, peer: SocketAddr, write_timeout: Duration) -> Deadline {
+        let mut io = TimeoutStream::new(io);
+        io.set_write_timeout(Some(write_timeout));
+        Deadline {
+            io: Box::pin(io),
+            peer,
+        }
+    }
 }
 
 impl AsyncRead for Deadline {

@@ -22,6 +22,7 @@ pub const OPEN_STREAMS: &str = "sse_open_streams";
 pub const SUBSCRIBERS: &str = "sse_hub_subscribers";
 pub const HISTORY_LENGTH: &str = "sse_history_events";
 pub const STREAMS_OPENED: &str = "sse_streams_opened_total";
+pub const STREAMS_WRITTEN: &str = "sse_streams_written_total";
 pub const STREAMS_REFUSED: &str = "sse_streams_refused_total";
 pub const STREAMS_CLOSED: &str = "sse_streams_closed_total";
 pub const EVENTS_PUBLISHED: &str = "sse_events_published_total";
@@ -84,6 +85,10 @@ fn describe() {
     );
     describe_counter!(STREAMS_OPENED, "Event streams opened");
     describe_counter!(
+        STREAMS_WRITTEN,
+        "Event streams by writer (direct: a task owning the socket; hyper: HTTP/2, or a stream after another request on its connection)"
+    );
+    describe_counter!(
         STREAMS_REFUSED,
         "Event streams refused at EVENTS_MAX_STREAMS"
     );
@@ -122,6 +127,9 @@ fn describe() {
         Ended::ClientGone,
     ] {
         counter!(STREAMS_CLOSED, "reason" => reason.label()).absolute(0);
+    }
+    for writer in ["direct", "hyper"] {
+        counter!(STREAMS_WRITTEN, "writer" => writer).absolute(0);
     }
     for outcome in ["continued", "gap"] {
         counter!(RESUMES, "outcome" => outcome).absolute(0);

@@ -8,7 +8,7 @@
 
 use crate::{
     error::ApiError,
-    hub::Resume,
+    hub::{Frame, Resume},
     limits,
     listener::Peer,
     metrics::{self as figures, Ended},
@@ -17,7 +17,6 @@ use crate::{
 };
 use app::event::{Ready, READY_EVENT, RESET_EVENT};
 use axum::{
-    body::Body,
     extract::{ConnectInfo, Query, State},
     http::{header, HeaderMap, HeaderValue},
     response::Response,
@@ -25,10 +24,13 @@ use axum::{
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use std::{
-    sync::{atomic::Ordering, Arc},
-    time::Instant,
+    sync::{atomic::Ordering, Arc, Mutex},
+    time::{Duration, Instant},
 };
-use tokio::{sync::broadcast::error::RecvError, time::MissedTickBehavior};
+use tokio::{
+    sync::broadcast::{self, error::RecvError},
+    time::MissedTickBehavior,
+};
 
 #[derive(Deserialize)]
 pub struct StreamQuery {
@@ -102,15 +104,10 @@ pub async fn events(
 
     tracing::info!(%client, ?resume, replayed, reset = sub.reset.is_some(), open, "stream opened");
 
-    let mut heartbeat = tokio::time::interval_at(
-        tokio::time::Instant::now() + state.config.heartbeat,
-        state.config.heartbeat,
-    );
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let conn = Connection {
-        first: Some(first.freeze()),
+    let plan = Plan {
+        first: first.freeze(),
         live: sub.live,
-        heartbeat,
+        heartbeat: state.config.heartbeat,
         filter,
         pad,
         guard: Guard {
@@ -122,12 +119,23 @@ pub async fn events(
             ended: None,
         },
     };
-    let body = futures::stream::unfold(conn, |mut conn| async move {
+    // Whoever takes the plan first writes the stream: the direct writer (`direct_stream.rs`) when the
+    // connection came in as a plain HTTP/1 stream request, else hyper, by polling this body.
+    let handoff = Handoff(Arc::new(Mutex::new(Some(plan))));
+    let body = futures::stream::unfold(BodyState::Waiting(handoff.clone()), |body| async move {
+        let mut conn = match body {
+            BodyState::Waiting(handoff) => Box::new(Connection::new(handoff.take()?)),
+            BodyState::Streaming(conn) => conn,
+        };
         let next = conn.next().await?;
-        Some((Ok::<Bytes, std::convert::Infallible>(next), conn))
+        Some((
+            Ok::<Bytes, std::convert::Infallible>(next),
+            BodyState::Streaming(conn),
+        ))
     });
 
-    let mut response = Response::new(Body::from_stream(body));
+    let mut response = Response::new(axum::body::Body::from_stream(body));
+    response.extensions_mut().insert(handoff);
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -162,20 +170,68 @@ fn wanted(filter: &Option<Arc<[String]>>, topic: &str) -> bool {
     filter.as_ref().is_none_or(|f| f.iter().any(|t| t == topic))
 }
 
+/// An opened stream, not yet written: everything either writer needs.
+pub struct Plan {
+    /// `retry:`, any `reset` and replay, the `ready` event (and padding): written at once.
+    pub first: Bytes,
+    pub live: broadcast::Receiver<Arc<Frame>>,
+    pub heartbeat: Duration,
+    pub filter: Option<Arc<[String]>>,
+    /// Behind HttpPlatformHandler: written after each event so its buffer lets it through.
+    pub pad: Option<Bytes>,
+    pub guard: Guard,
+}
+
+impl Plan {
+    /// Counts the stream under the writer that took it.
+    pub fn written_by(&self, writer: &'static str) {
+        metrics::counter!(figures::STREAMS_WRITTEN, "writer" => writer).increment(1);
+    }
+
+    pub fn wants(&self, frame: &Frame) -> bool {
+        wanted(&self.filter, &frame.event.topic)
+    }
+}
+
+/// The stream response's extension: the [`Plan`], for the first writer that takes it.
+#[derive(Clone)]
+pub struct Handoff(Arc<Mutex<Option<Plan>>>);
+
+impl Handoff {
+    pub fn take(&self) -> Option<Plan> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+enum BodyState {
+    Waiting(Handoff),
+    Streaming(Box<Connection>),
+}
+
+/// The stream as hyper writes it: for HTTP/2, and HTTP/1 connections that asked for something
+/// else first (see `direct_stream.rs` for the path most streams take).
 struct Connection {
     first: Option<Bytes>,
-    live: tokio::sync::broadcast::Receiver<Arc<crate::hub::Frame>>,
+    plan: Plan,
     heartbeat: tokio::time::Interval,
-    filter: Option<Arc<[String]>>,
-    /// Behind HttpPlatformHandler: written after each event so its buffer lets it through.
-    pad: Option<Bytes>,
-    guard: Guard,
 }
 
 impl Connection {
+    fn new(plan: Plan) -> Connection {
+        plan.written_by("hyper");
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + plan.heartbeat, plan.heartbeat);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Connection {
+            first: Some(plan.first.clone()),
+            plan,
+            heartbeat,
+        }
+    }
+
     /// Ends the stream from our side, remembering why for the figures.
     fn end(&mut self, why: Ended) -> Option<Bytes> {
-        self.guard.ended = Some(why);
+        self.plan.guard.end(why);
         None
     }
 
@@ -184,25 +240,24 @@ impl Connection {
         if let Some(first) = self.first.take() {
             return Some(first);
         }
-        let shutdown = self.guard.state.shutdown.clone();
+        let shutdown = self.plan.guard.state.shutdown.clone();
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return self.end(Ended::Shutdown),
-                received = self.live.recv() => match received {
-                    Ok(frame) if wanted(&self.filter, &frame.event.topic) => {
-                        self.guard.delivered += 1;
-                        self.guard.deliveries.increment(1);
+                received = self.plan.live.recv() => match received {
+                    Ok(frame) if self.plan.wants(&frame) => {
+                        self.plan.guard.delivered(1);
                         // The ping is for quiet streams only.
                         self.heartbeat.reset();
-                        return Some(match &self.pad {
+                        return Some(match &self.plan.pad {
                             None => frame.bytes.clone(),
                             Some(pad) => [&frame.bytes[..], &pad[..]].concat().into(),
                         });
                     }
                     Ok(_) => continue,
                     Err(RecvError::Lagged(missed)) => {
-                        tracing::warn!(client = %self.guard.client, missed, "subscriber fell behind; ending its stream so it resumes from the history");
+                        self.plan.guard.lagged(missed);
                         return self.end(Ended::Lagging);
                     }
                     Err(RecvError::Closed) => return self.end(Ended::HubClosed),
@@ -214,7 +269,7 @@ impl Connection {
 }
 
 /// Logs the end of a stream however it ends (client gone, shutdown, lag) and keeps the count.
-struct Guard {
+pub struct Guard {
     state: AppState,
     client: String,
     since: Instant,
@@ -224,6 +279,33 @@ struct Guard {
     /// Set when the server ended the stream; a body dropped without it means the client went
     /// away (closed, reset, or a write failed or stalled).
     ended: Option<Ended>,
+}
+
+impl Guard {
+    pub fn delivered(&mut self, events: u64) {
+        self.delivered += events;
+        self.deliveries.increment(events);
+    }
+
+    pub fn end(&mut self, why: Ended) {
+        self.ended = Some(why);
+    }
+
+    pub fn lagged(&self, missed: u64) {
+        tracing::warn!(client = %self.client, missed, "subscriber fell behind; ending its stream so it resumes from the history");
+    }
+
+    pub fn client(&self) -> &str {
+        &self.client
+    }
+
+    pub fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
+        &self.state.shutdown
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        self.state.config.write_timeout
+    }
 }
 
 impl Drop for Guard {

@@ -34,6 +34,22 @@ pub struct TestArgs {
     skip_fuzz: bool,
 }
 
+/// The test files of the stream's contract, run a second time with hyper writing the streams
+/// (`EVENTS_STREAM_WRITER=hyper`): the direct writer (server/src/direct_stream.rs) serves most
+/// streams, and both must keep the same contract.
+pub const HYPER_WRITER_TESTS: &[&str] = &[
+    "stream",
+    "writers",
+    "iis",
+    "iis_module",
+    "cors",
+    "bad_input",
+    "limits",
+    "stall",
+    "dead_clients",
+    "reconnect_storm",
+];
+
 /// How long each fuzz target runs in the test.
 pub const FUZZ_SECONDS: u32 = 20;
 /// The cargo-fuzz targets in fuzz/.
@@ -168,6 +184,23 @@ pub fn test(ctx: &Ctx, args: &TestArgs) -> Res<()> {
             ),
         )
     })?;
+    steps.run(
+        "running the stream's tests again with hyper writing the streams",
+        || {
+            let mut cmd = ctx.cmd("cargo");
+            cmd.args(["test", "-p", "server"]);
+            for file in HYPER_WRITER_TESTS {
+                cmd.args(["--test", file]);
+            }
+            run(
+                cmd.env("SITE_ROOT", &site)
+                    .env("SERVER_BIN", &debug_server)
+                    .env("SSE_TEST_STREAM_WRITER", "hyper"),
+                "the stream behaves differently when hyper writes it (EVENTS_STREAM_WRITER=hyper); \
+                 rerun with SSE_TEST_STREAM_WRITER=hyper cargo test -p server --test <file>",
+            )
+        },
+    )?;
     if args.quick || args.skip_fuzz {
         note("skipping the fuzz targets");
     } else {

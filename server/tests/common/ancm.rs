@@ -670,6 +670,12 @@ impl Launch {
             .current_dir(folder.path())
             .env_clear()
             .envs(&env)
+            // Not the module's doing: `cargo xtask test` runs these tests with either writer.
+            .envs(
+                std::env::var("SSE_TEST_STREAM_WRITER")
+                    .map(|w| ("EVENTS_STREAM_WRITER", w))
+                    .ok(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -97,6 +97,11 @@ pub fn command() -> Command {
     ] {
         cmd.env_remove(key);
     }
+    // `cargo xtask test` runs the stream's tests a second time with hyper as the writer.
+    cmd.env(
+        "EVENTS_STREAM_WRITER",
+        std::env::var("SSE_TEST_STREAM_WRITER").unwrap_or_else(|_| "direct".into()),
+    );
     cmd
 }
 
