@@ -44,6 +44,7 @@ use tokio::{
     sync::{broadcast::error::RecvError, broadcast::error::TryRecvError, mpsc},
     time::MissedTickBehavior,
 };
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 /// A request head longer than this is left to hyper (which answers 431 past its own limit).
@@ -66,6 +67,8 @@ pub struct Direct {
     pub hyper: mpsc::Sender<(Deadline, SocketAddr)>,
     /// `EVENTS_STREAM_WRITER=hyper`: every connection goes to hyper unread.
     pub enabled: bool,
+    /// The server waits for these when it stops.
+    pub streams: TaskTracker,
 }
 
 impl Direct {
@@ -113,7 +116,9 @@ impl Direct {
                 };
                 let head = response_head(&response, chunked, framing);
                 drop(response);
-                stream(out, head, plan).await
+                // A task of its own: this one's state (the request, the router's answer)
+                // would otherwise stay allocated for as long as the stream lasts.
+                self.streams.spawn(stream(out, head, plan));
             }
             None => Box::pin(out.answer(response)).await,
         }
@@ -245,8 +250,10 @@ struct Out {
 impl Out {
     /// Writes `raw` as it is, then `body` as one chunk.
     async fn send(&self, raw: &[u8], body: &[&[u8]]) -> io::Result<()> {
-        let rest = self.try_send(raw, body)?;
-        self.send_rest(rest).await
+        match self.try_send(raw, body)? {
+            None => Ok(()),
+            Some(rest) => Box::pin(self.send_rest(rest)).await,
+        }
     }
 
     /// Writes frames (and the padding, if any) as one chunk.
@@ -262,14 +269,16 @@ impl Out {
             }
             self.try_send(&[], &parts[..n])?
         };
-        self.send_rest(rest).await
+        match rest {
+            None => Ok(()),
+            // Boxed: the wait and its timer are the rare case, and would otherwise take room
+            // in every stream's state.
+            Some(rest) => Box::pin(self.send_rest(rest)).await,
+        }
     }
 
     /// The socket's buffer was full: waits for room, at most the write deadline each time.
-    async fn send_rest(&self, rest: Option<Vec<u8>>) -> io::Result<()> {
-        let Some(rest) = rest else {
-            return Ok(());
-        };
+    async fn send_rest(&self, rest: Vec<u8>) -> io::Result<()> {
         let mut at = 0;
         while at < rest.len() {
             match tokio::time::timeout(self.write_timeout, self.tcp.writable()).await {
@@ -362,7 +371,13 @@ fn chunk_size(len: usize, buf: &mut [u8; 20]) -> &[u8] {
 /// Writes the stream until the client goes, the server stops or the subscriber falls behind.
 async fn stream(out: Out, head: Bytes, mut plan: Plan) {
     plan.written_by("direct");
-    if let Err(e) = out.send(&head, &[&plan.first]).await {
+    // In a block, so the head and the replay are freed once written, not kept for the stream.
+    let opened = {
+        let first = std::mem::take(&mut plan.first);
+        out.send(&head, &[&first]).await
+    };
+    drop(head);
+    if let Err(e) = opened {
         tracing::debug!(client = %plan.guard.client(), error = %e, "stream closed before its first write");
         return;
     }

@@ -91,6 +91,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
             write_timeout: config.write_timeout,
             hyper: to_hyper,
             enabled: config.direct_streams,
+            streams: connections.clone(),
         },
         shutdown.clone(),
         connections.clone(),
