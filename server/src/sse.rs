@@ -24,13 +24,17 @@ use axum::{
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use std::{
-    sync::{atomic::Ordering, Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 use tokio::{
     sync::broadcast::{self, error::RecvError},
     time::MissedTickBehavior,
 };
+use tokio_util::sync::CancellationToken;
 
 #[derive(Deserialize)]
 pub struct StreamQuery {
@@ -111,7 +115,8 @@ pub async fn events(
         filter,
         pad,
         guard: Guard {
-            state: state.clone(),
+            open_streams: state.open_streams.clone(),
+            shutdown: state.shutdown.clone(),
             client,
             since: Instant::now(),
             delivered: 0,
@@ -240,7 +245,7 @@ impl Connection {
         if let Some(first) = self.first.take() {
             return Some(first);
         }
-        let shutdown = self.plan.guard.state.shutdown.clone();
+        let shutdown = self.plan.guard.shutdown.clone();
         loop {
             tokio::select! {
                 biased;
@@ -270,7 +275,9 @@ impl Connection {
 
 /// Logs the end of a stream however it ends (client gone, shutdown, lag) and keeps the count.
 pub struct Guard {
-    state: AppState,
+    /// Only what an open stream needs of the state: each stream holds its guard for its life.
+    open_streams: Arc<AtomicUsize>,
+    shutdown: CancellationToken,
     client: String,
     since: Instant,
     delivered: u64,
@@ -300,18 +307,14 @@ impl Guard {
     }
 
     pub fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
-        &self.state.shutdown
-    }
-
-    pub fn write_timeout(&self) -> Duration {
-        self.state.config.write_timeout
+        &self.shutdown
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         figures::stream_closed(self.ended.unwrap_or(Ended::ClientGone));
-        let open = self.state.open_streams.fetch_sub(1, Ordering::Relaxed) - 1;
+        let open = self.open_streams.fetch_sub(1, Ordering::Relaxed) - 1;
         tracing::info!(client = %self.client, delivered = self.delivered, secs = self.since.elapsed().as_secs(), open, "stream closed");
     }
 }
