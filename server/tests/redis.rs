@@ -5,6 +5,8 @@
 //! - An instance killed mid-stream: its clients resume on the other one, every event once.
 //! - Redis stopped and restarted during a stream: heartbeats go on, publishing answers 503,
 //!   then everything resumes with no duplicate and ids still growing.
+//! - An instance cut off from Redis while the stream was trimmed past its position: its
+//!   streams end and its clients get a `reset`, never a silent gap.
 //! - The publish → receive delay through Redis against the in-process hub (`--nocapture`).
 
 mod common;
@@ -93,6 +95,70 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Sends one command to Redis and returns its answer's first line (enough for the test's
+/// own bookkeeping commands).
+fn redis_command(port: u16, args: &[&str]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis");
+    let _ = s.set_read_timeout(Some(PATIENCE));
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(req.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while s.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+        answer.push(byte[0]);
+    }
+    String::from_utf8_lossy(&answer).trim().to_string()
+}
+
+/// A TCP relay in front of Redis that the test can cut: while cut, its connections are closed
+/// and new ones are closed as soon as they are accepted, as if Redis were gone for the
+/// instances behind it and only for them.
+struct Relay {
+    port: u16,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(to: u16) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the relay");
+        let port = listener.local_addr().expect("addr").port();
+        let (open, _) = tokio::sync::watch::channel(true);
+        let watch = open.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut is_open = watch.subscribe();
+                if !*is_open.borrow() {
+                    continue; // dropped: closed at once
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = is_open.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Relay { port, open }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn set_open(&self, open: bool) {
+        self.open.send_replace(open);
     }
 }
 
@@ -429,6 +495,79 @@ async fn redis_going_away_and_coming_back() {
         "a is running"
     );
     drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_missed_trimmed_events_resets_its_clients() {
+    let redis = Redis::start();
+    let relay = Relay::start(redis.port).await;
+    let history = |o: Options| {
+        o.env("EVENTS_HISTORY", "5")
+            .env("EVENTS_HEARTBEAT", "200ms")
+    };
+    let a = spawn(history(
+        Options::new()
+            .env("EVENTS_REDIS_URL", &relay.url())
+            .env("EVENTS_INSTANCE", "a"),
+    ));
+    let b = spawn(history(
+        Options::new()
+            .env("EVENTS_REDIS_URL", &redis.url())
+            .env("EVENTS_INSTANCE", "b"),
+    ));
+    let mut on_a = open(&a.base, None).await.expect("stream on a");
+    let mut last_seen = String::new();
+    for i in 0..3 {
+        b.publish("chat", &format!("seen{i}")).await;
+        last_seen = next(&mut on_a, false).await.id;
+    }
+
+    // A loses Redis; meanwhile B publishes more than the history and the stream is trimmed
+    // (exactly: MAXLEN ~ alone trims whole nodes of about 100 entries).
+    relay.set_open(false);
+    a.wait_for_log(&["retrying until it is back"]).await;
+    let mut published = Vec::new();
+    for i in 0..20 {
+        published.push(b.publish("chat", &format!("missed{i}")).await);
+    }
+    assert_eq!(
+        redis_command(redis.port, &["XTRIM", "sse-live:events", "MAXLEN", "5"]),
+        ":18"
+    );
+
+    // Back: A sees that it cannot continue, ends its streams, and a client that reconnects
+    // with its last id gets a reset and the history, never a silent gap.
+    relay.set_open(true);
+    a.wait_for_log(&["were trimmed from the Redis stream"])
+        .await;
+    let end = tokio::time::timeout(PATIENCE, async {
+        while let Some(item) = on_a.next().await {
+            let ev = item.expect("ends cleanly");
+            assert!(ev.event == "ping", "nothing after the gap: {ev:?}");
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "a's stream ended");
+    let mut resumed = open(&a.base, Some(&last_seen))
+        .await
+        .expect("reconnect to a");
+    let reset = next(&mut resumed, false).await;
+    assert_eq!(reset.event, "reset", "{}", reset.data);
+    let mut replay = Vec::new();
+    while replay.len() < 5 {
+        replay.push(
+            next(&mut resumed, false)
+                .await
+                .id
+                .parse::<u64>()
+                .expect("id"),
+        );
+    }
+    assert_eq!(
+        replay,
+        published[15..],
+        "the newest five, as the stream holds them"
+    );
 }
 
 /// Publish → receive on another instance through Redis, against publish → receive on one

@@ -123,6 +123,7 @@ impl RedisBus {
         let reader = Reader {
             hub: hub.clone(),
             client,
+            shared: conn.clone(),
             key: settings.key.clone(),
             history: settings.history,
             head: head_tx,
@@ -269,6 +270,8 @@ fn entry_event(entry: &Entry) -> Option<LiveEvent> {
 struct Reader {
     hub: Arc<Hub>,
     client: Client,
+    /// The publishers' connection, woken when Redis is back (see [`Reader::wake_shared`]).
+    shared: ConnectionManager,
     key: String,
     history: usize,
     head: watch::Sender<u64>,
@@ -333,11 +336,14 @@ impl Reader {
         };
         *last = Some(position);
         match outage.take() {
-            Some(since) => tracing::info!(
-                after_secs = since.elapsed().as_secs_f64(),
-                from = %position,
-                "event store (Redis) reachable again; reading on from the last entry"
-            ),
+            Some(since) => {
+                tracing::info!(
+                    after_secs = since.elapsed().as_secs_f64(),
+                    from = %position,
+                    "event store (Redis) reachable again; reading on from the last entry"
+                );
+                self.wake_shared().await;
+            }
             None => tracing::info!(key = %self.key, from = %position, "following the Redis stream"),
         }
         *retry = RETRY_MIN;
@@ -367,6 +373,19 @@ impl Reader {
         }
     }
 
+    /// The shared connection reconnects when a command finds it broken, so the first publish
+    /// after an outage would fail; a `PING` from here takes that failure instead.
+    async fn wake_shared(&self) {
+        for _ in 0..3 {
+            let mut conn = self.shared.clone();
+            let pong: Result<String, RedisError> = redis::cmd("PING").query_async(&mut conn).await;
+            if pong.is_ok() {
+                return;
+            }
+            tokio::time::sleep(RETRY_MIN).await;
+        }
+    }
+
     /// The newest `history` entries into the hub (at start, and after a cut); returns where
     /// to read on from.
     async fn load(&self, conn: &mut MultiplexedConnection) -> Result<StreamId, RedisError> {
@@ -389,22 +408,29 @@ impl Reader {
         Ok(position)
     }
 
-    /// After an outage: were entries after `position` trimmed while we were away? Redis 7
-    /// records the largest id it ever deleted from the stream. If it is after our position we
-    /// may have missed events: cut the local hub (its clients reconnect and get a `reset`)
-    /// and load the history again.
+    /// After an outage: were entries after `position` trimmed while we were away? Trimming
+    /// removes the oldest entries, so while the stream's first entry is not after our
+    /// position, everything after it is still there. When the first entry is after it, what
+    /// lay between was lost if the stream ever dropped entries (`XINFO STREAM`: more entries
+    /// added than it holds, or a deleted id after ours). If it never did, it is a new stream
+    /// (Redis restarted without persistence) and holds everything published since. When
+    /// events may have been missed, the local hub is cut (its clients reconnect and get a
+    /// `reset`) and the history is loaded again.
     async fn check_gap(
         &self,
         conn: &mut MultiplexedConnection,
         position: StreamId,
     ) -> Result<StreamId, RedisError> {
-        let exists: bool = redis::cmd("EXISTS")
+        let first: StreamRangeReply = redis::cmd("XRANGE")
             .arg(&self.key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
             .query_async(conn)
             .await?;
-        if !exists {
-            // A Redis that restarted without persistence: nothing was stored while we were
-            // away (publishing needs Redis), so nothing was missed.
+        let first = first.ids.first().and_then(|e| StreamId::parse(&e.id));
+        if first.is_none_or(|first| first <= position) {
             return Ok(position);
         }
         let info: Value = redis::cmd("XINFO")
@@ -412,20 +438,24 @@ impl Reader {
             .arg(&self.key)
             .query_async(conn)
             .await?;
+        let number = |name| info_field(&info, name).and_then(|v| v.parse::<u64>().ok());
         let deleted = info_field(&info, "max-deleted-entry-id").and_then(|v| StreamId::parse(&v));
-        match deleted {
-            Some(deleted) if deleted > position => {
-                tracing::warn!(
-                    %position,
-                    trimmed_up_to = %deleted,
-                    "events after this instance's last one were trimmed from the Redis stream \
-                     while it was away; ending its streams so their clients reconnect and get a reset"
-                );
-                self.hub.cut();
-                self.load(conn).await
-            }
-            _ => Ok(position),
+        let dropped = match (number("entries-added"), number("length")) {
+            (Some(added), Some(length)) => added > length,
+            // An older Redis that does not say: assume the worst.
+            _ => true,
+        };
+        if !dropped && deleted.is_none_or(|d| d <= position) {
+            return Ok(position);
         }
+        tracing::warn!(
+            %position,
+            ?first,
+            "events after this instance's last one were trimmed from the Redis stream while it \
+             was away; ending its streams so their clients reconnect and get a reset"
+        );
+        self.hub.cut();
+        self.load(conn).await
     }
 
     fn insert(&self, entry: &Entry) {
@@ -441,11 +471,12 @@ impl Reader {
 }
 
 /// A field of an `XINFO STREAM` answer (a flat list of names and values in RESP2, a map in
-/// RESP3), as text.
+/// RESP3), as text (numbers too).
 fn info_field(info: &Value, name: &str) -> Option<String> {
     let text = |v: &Value| match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(n) => Some(n.to_string()),
         _ => None,
     };
     match info {
@@ -478,7 +509,8 @@ mod tests {
             info_field(&resp2, "max-deleted-entry-id").as_deref(),
             Some("17-4")
         );
-        assert_eq!(info_field(&resp2, "length"), None, "not text");
+        assert_eq!(info_field(&resp2, "length").as_deref(), Some("3"));
+        assert_eq!(info_field(&resp2, "groups"), None);
         let resp3 = Value::Map(vec![(bulk("max-deleted-entry-id"), bulk("0-0"))]);
         assert_eq!(
             info_field(&resp3, "max-deleted-entry-id").as_deref(),
