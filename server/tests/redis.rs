@@ -226,6 +226,21 @@ async fn two_instances_see_the_same_events_with_the_same_ids() {
     let redis = Redis::start();
     let a = instance(&redis, "a");
     let b = instance(&redis, "b");
+    // The page names the instance that served it, for the client to show.
+    for (server, name) in [(&a, "a"), (&b, "b")] {
+        let page = common::client()
+            .get(server.url("/"))
+            .send()
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("page text");
+        assert!(
+            page.contains(&format!(r#"<meta name="instance" content="{name}""#)),
+            "{page}"
+        );
+    }
     let mut on_a = open(&a.base, None).await.expect("stream on a");
     let mut on_b = open(&b.base, None).await.expect("stream on b");
     for (stream, name) in [(&mut on_a, "a"), (&mut on_b, "b")] {
