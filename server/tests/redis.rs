@@ -460,10 +460,15 @@ async fn redis_going_away_and_coming_back() {
     // Back, empty (no persistence): once each instance's reader has seen it back, publishing
     // works again at once, and ids still grow.
     redis.restart();
+    let restarted = Instant::now();
     a.wait_for_log(&["event store (Redis) reachable again"])
         .await;
     b.wait_for_log(&["event store (Redis) reachable again"])
         .await;
+    println!(
+        "both readers back {:.2} s after Redis answered again",
+        restarted.elapsed().as_secs_f64()
+    );
     for i in 0..6 {
         let to = if i % 2 == 0 { &b } else { &a };
         let text = format!("after{i}");
