@@ -590,6 +590,41 @@ async fn an_instance_that_missed_trimmed_events_resets_its_clients() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_older_than_the_local_history_is_served_from_the_stream() {
+    // `MAXLEN ~ 5` trims whole nodes of the stream (about 100 entries), so Redis still holds
+    // what the instance's ring of five has already dropped.
+    let redis = Redis::start();
+    let a = spawn(
+        Options::new()
+            .env("EVENTS_REDIS_URL", &redis.url())
+            .env("EVENTS_HISTORY", "5"),
+    );
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(a.publish("chat", &format!("e{i}")).await);
+    }
+    let mut resumed = open(&a.base, Some(&ids[2].to_string()))
+        .await
+        .expect("resume");
+    let mut got = Vec::new();
+    while got.len() < 17 {
+        let ev = next(&mut resumed, false).await;
+        assert_ne!(ev.event, "reset", "{}", ev.data);
+        got.push(ev.id.parse::<u64>().expect("id"));
+    }
+    assert_eq!(got, ids[3..]);
+    // Trimmed away for real: a reset, then the history.
+    assert_eq!(
+        redis_command(redis.port, &["XTRIM", "sse-live:events", "MAXLEN", "5"]),
+        ":15"
+    );
+    let mut too_old = open(&a.base, Some(&ids[2].to_string()))
+        .await
+        .expect("resume");
+    assert_eq!(next(&mut too_old, false).await.event, "reset");
+}
+
 /// Publish → receive on another instance through Redis, against publish → receive on one
 /// in-process server; sequential publishes, so each figure is one event's whole trip.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

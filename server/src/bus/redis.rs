@@ -43,6 +43,10 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// The reader's retry delays while Redis is away (doubling, with jitter).
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Most events served to one resuming client from the stream, on top of the local history.
+/// `MAXLEN ~` trims whole nodes of the stream (100 entries each by default), so the stream
+/// holds a little more than the local ring: this is what such a client may still get.
+const OLDER_LIMIT: usize = 1000;
 /// The longest a resuming client waits for this instance's reader to reach its position.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 
@@ -223,7 +227,7 @@ impl RedisBus {
 
     /// The events after `after` up to `end`, when the stream still holds `after` itself (which
     /// proves nothing between was trimmed); `None` when it does not, or when there are more
-    /// than the history.
+    /// than [`OLDER_LIMIT`].
     async fn range(&self, after: u64, end: u64) -> Result<Option<Vec<Arc<Frame>>>, RedisError> {
         let start = StreamId::from_sse(after);
         let mut conn = self.conn.clone();
@@ -232,10 +236,10 @@ impl RedisBus {
             .arg(start.to_string())
             .arg(StreamId::from_sse(end).to_string())
             .arg("COUNT")
-            .arg(self.history + 2)
+            .arg(OLDER_LIMIT + 2)
             .query_async(&mut conn)
             .await?;
-        if reply.ids.len() > self.history + 1
+        if reply.ids.len() > OLDER_LIMIT + 1
             || reply.ids.first().and_then(|e| StreamId::parse(&e.id)) != Some(start)
         {
             return Ok(None);
