@@ -625,6 +625,54 @@ async fn a_position_older_than_the_local_history_is_served_from_the_stream() {
     assert_eq!(next(&mut too_old, false).await.event, "reset");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_it_starts_streams_and_answers_publishes_with_503() {
+    // Nothing listens on this port: Redis is away from the start.
+    let nowhere = format!("redis://127.0.0.1:{}/", common::free_port());
+    let server = spawn(
+        Options::new()
+            .env("EVENTS_REDIS_URL", &nowhere)
+            .env("EVENTS_HEARTBEAT", "200ms"),
+    );
+    let mut stream = open(&server.base, None)
+        .await
+        .expect("a stream all the same");
+    assert_eq!(next(&mut stream, true).await.event, "ready");
+    let (status, body) = try_publish(&server, "x").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("event store (Redis) unavailable:")),
+        "{body}"
+    );
+    // The page's form (its server function) says the same, with the same status.
+    let form = server
+        .request(reqwest::Method::POST, "/api/publish_event")
+        .header("Accept", "application/json")
+        .header("Origin", server.origin())
+        .form(&[("topic", "chat"), ("text", "from the page")])
+        .send()
+        .await
+        .expect("form post");
+    assert_eq!(form.status(), 503);
+    let text = form.text().await.expect("text");
+    assert!(text.contains("event store (Redis) unavailable"), "{text}");
+    // Still breathing.
+    let ping = tokio::time::timeout(PATIENCE, stream.next())
+        .await
+        .expect("a ping")
+        .expect("open")
+        .expect("intact");
+    assert_eq!(ping.event, "ping");
+    server
+        .wait_for_log(&[
+            "event store (Redis) unavailable",
+            "retrying until it is back",
+        ])
+        .await;
+}
+
 /// Publish → receive on another instance through Redis, against publish → receive on one
 /// in-process server; sequential publishes, so each figure is one event's whole trip.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
