@@ -673,6 +673,57 @@ async fn without_redis_it_starts_streams_and_answers_publishes_with_503() {
         .await;
 }
 
+/// The publish script's ids, straight against Redis: never before the caller's floor nor the
+/// stream's last entry, and `seq` never past 999 (the SSE id mapping needs it below 1000).
+#[tokio::test]
+async fn the_publish_script_keeps_ids_growing_and_seq_below_1000() {
+    use server::bus::{redis::PUBLISH_SCRIPT, stream_id::StreamId};
+    let redis = Redis::start();
+    let client = ::redis::Client::open(redis.url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let script = ::redis::Script::new(PUBLISH_SCRIPT);
+    let key = "test:ids";
+    let mut publish = async |floor: StreamId| -> StreamId {
+        let id: String = script
+            .key(key)
+            .arg(100)
+            .arg(floor.ms)
+            .arg(floor.seq)
+            .arg("chat")
+            .arg("x")
+            .arg(1)
+            .invoke_async(&mut conn)
+            .await
+            .expect("script");
+        StreamId::parse(&id).expect("a stream id")
+    };
+    // A floor ahead of Redis's clock (an instance that saw later ids) wins.
+    let future = StreamId::from_sse(9_000_000_000_000_998);
+    let a = publish(future).await;
+    assert_eq!(a.to_string(), "9000000000000-999");
+    // The 1,000th of a millisecond moves on to the next one.
+    let b = publish(a).await;
+    assert_eq!(b.to_string(), "9000000000001-0");
+    // The stream's last entry counts too, whatever the caller's floor.
+    let c = publish(StreamId::from_sse(0)).await;
+    assert_eq!(c.to_string(), "9000000000001-1");
+    // An emptied stream (Redis restarted without persistence): the floor still holds.
+    assert_eq!(redis_command(redis.port, &["DEL", key]), ":1");
+    let d = publish(c).await;
+    assert!(d > c && d.to_sse().is_some(), "{d}");
+    // With no floor and no entries: Redis's clock, now.
+    assert_eq!(redis_command(redis.port, &["DEL", key]), ":1");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let e = publish(StreamId::from_sse(0)).await;
+    assert!(e.ms.abs_diff(now_ms) < 60_000 && e.seq == 0, "{e}");
+}
+
 /// Publish → receive on another instance through Redis, against publish → receive on one
 /// in-process server; sequential publishes, so each figure is one event's whole trip.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,7 +60,7 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 /// instances publishing at once never collide.
 ///
 /// KEYS[1] the stream; ARGV: maxlen, floor ms, floor seq, topic, text, sent_ms.
-const PUBLISH_SCRIPT: &str = r#"
+pub const PUBLISH_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seq = 0
