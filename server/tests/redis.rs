@@ -5,6 +5,7 @@
 //! - An instance killed mid-stream: its clients resume on the other one, every event once.
 //! - Redis stopped and restarted during a stream: heartbeats go on, publishing answers 503,
 //!   then everything resumes with no duplicate and ids still growing.
+//! - Publishers racing on both instances: one order, the same on every subscriber.
 //! - An instance cut off from Redis while the stream was trimmed past its position: its
 //!   streams end and its clients get a `reset`, never a silent gap.
 //! - The publish → receive delay through Redis against the in-process hub (`--nocapture`).
@@ -283,6 +284,46 @@ async fn two_instances_see_the_same_events_with_the_same_ids() {
     let first = next(&mut resumed, false).await;
     assert_ne!(first.event, "reset");
     assert_eq!(first.id, published[10].0.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_on_both_instances_give_one_order_everywhere() {
+    const PUBLISHERS: usize = 4;
+    const EACH: usize = 100;
+    let redis = Redis::start();
+    let a = std::sync::Arc::new(instance(&redis, "a"));
+    let b = std::sync::Arc::new(instance(&redis, "b"));
+    let mut streams = Vec::new();
+    for server in [&a, &b, &a, &b] {
+        let mut s = open(&server.base, None).await.expect("stream");
+        next(&mut s, true).await;
+        streams.push(s);
+    }
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        let to = if p % 2 == 0 { a.clone() } else { b.clone() };
+        publishers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..EACH {
+                ids.push(to.publish("chat", &format!("p{p}-{i}")).await);
+            }
+            ids
+        }));
+    }
+    let mut all = Vec::new();
+    for p in publishers {
+        all.extend(p.await.expect("publisher"));
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), PUBLISHERS * EACH, "every publish got its own id");
+    for (n, stream) in streams.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        while got.len() < all.len() {
+            got.push(next(stream, false).await.id.parse::<u64>().expect("id"));
+        }
+        assert_eq!(got, all, "subscriber {n}: every event once, in id order");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
