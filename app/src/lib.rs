@@ -24,9 +24,15 @@ pub fn path_base() -> String {
     use_context::<PathBase>().map(|b| b.0).unwrap_or_default()
 }
 
+/// The name of the server instance that rendered the page (`EVENTS_INSTANCE`). The server
+/// writes it into `<meta name="instance">`; the client reads it back from there.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Instance(pub String);
+
 /// The HTML document. The server calls it for every page; the client hydrates `<body>` only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     let base = path_base();
+    let instance = use_context::<Instance>().unwrap_or_default().0;
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -34,6 +40,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <meta name="path-base" content=base.clone()/>
+                <meta name="instance" content=instance/>
                 <link rel="icon" type="image/svg+xml" href=format!("{base}/favicon.svg")/>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options root=base/>
@@ -67,23 +74,25 @@ pub fn App() -> impl IntoView {
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    let base = read_path_base();
+    let base = read_meta("path-base");
+    let instance = Instance(read_meta("instance"));
     if !base.is_empty() {
         // Server functions post to `{base}/api/...` under an IIS application.
         let _ = server_fn::client::try_set_server_url(Box::leak(base.clone().into_boxed_str()));
     }
     leptos::mount::hydrate_body(move || {
         provide_context(PathBase(base));
+        provide_context(instance);
         view! { <App/> }
     });
 }
 
-/// The server writes the path base into `<meta name="path-base">`; the client reads it back
-/// so both render the same URLs.
+/// What the server wrote into `<meta name=...>` (the path base, so both render the same URLs;
+/// the instance name).
 #[cfg(feature = "hydrate")]
-fn read_path_base() -> String {
+fn read_meta(name: &str) -> String {
     leptos::prelude::document()
-        .query_selector("meta[name=path-base]")
+        .query_selector(&format!("meta[name={name}]"))
         .ok()
         .flatten()
         .and_then(|m| m.get_attribute("content"))

@@ -27,6 +27,10 @@ pub struct Ready {
     pub head: u64,
     /// How often the server sends a keep-alive, so a client can tell a held stream from a quiet one.
     pub heartbeat_ms: u64,
+    /// The server instance this stream is connected to (`EVENTS_INSTANCE`): with several
+    /// instances behind a load balancer, the page shows which one it streams from.
+    #[serde(default)]
+    pub instance: String,
 }
 
 /// Sent before a replay that cannot continue where the client stopped: the client's id is older

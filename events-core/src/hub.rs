@@ -79,9 +79,30 @@ impl std::fmt::Display for PublishError {
 
 impl std::error::Error for PublishError {}
 
+/// Why [`Hub::insert`] refused an event that was numbered elsewhere.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InsertError {
+    /// Its id is not after the newest one held: ids only grow.
+    Stale { id: u64, head: u64 },
+    /// Its topic could not be an SSE event name.
+    Topic(crate::event::TopicError),
+}
+
+impl std::fmt::Display for InsertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InsertError::Stale { id, head } => {
+                write!(f, "id {id} is not after the newest id {head}")
+            }
+            InsertError::Topic(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for InsertError {}
+
 pub struct Hub {
     state: Mutex<State>,
-    live: broadcast::Sender<Arc<Frame>>,
     topics: Vec<String>,
     max_text: usize,
 }
@@ -91,8 +112,13 @@ struct State {
     head: u64,
     history: VecDeque<Arc<Frame>>,
     capacity: usize,
-    /// Events published by this process (read by the server's metrics).
+    /// Events that entered this hub: published here, or (with an external event store)
+    /// inserted from it (read by the server's metrics).
     published: u64,
+    /// Inside the state so that [`Hub::cut`] can replace it under the same lock.
+    live: broadcast::Sender<Arc<Frame>>,
+    /// Size of each subscriber's live buffer.
+    buffer: usize,
 }
 
 pub struct HubSettings {
@@ -109,24 +135,22 @@ impl Hub {
     /// life: a client holding an id from an earlier process then gets a `reset` instead of a
     /// replay of unrelated events that happen to share its numbers.
     pub fn new(settings: HubSettings) -> Hub {
-        let start_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        Hub::starting_at(settings, start_ms.saturating_mul(1000))
+        Hub::starting_at(settings, now_ms().saturating_mul(1000))
     }
 
     /// A hub whose first event gets id `head + 1`.
     pub fn starting_at(settings: HubSettings, head: u64) -> Hub {
-        let (live, _) = broadcast::channel(settings.subscriber_buffer.max(1));
+        let buffer = settings.subscriber_buffer.max(1);
+        let (live, _) = broadcast::channel(buffer);
         Hub {
             state: Mutex::new(State {
                 head,
                 history: VecDeque::with_capacity(settings.history.min(4096)),
                 capacity: settings.history.max(1),
                 published: 0,
+                live,
+                buffer,
             }),
-            live,
             topics: settings.topics,
             max_text: settings.max_text,
         }
@@ -144,6 +168,22 @@ impl Hub {
 
     /// Checks, assigns the next id, encodes once, records in the history and broadcasts.
     pub fn publish(&self, topic: &str, text: &str) -> Result<Arc<Frame>, PublishError> {
+        self.check(topic, text)?;
+        let sent_ms = now_ms();
+        let mut state = self.state();
+        let id = state.head + 1;
+        Ok(state.push(LiveEvent {
+            id,
+            topic: topic.to_string(),
+            text: text.to_string(),
+            sent_ms,
+        }))
+    }
+
+    /// What [`Hub::publish`] checks before it numbers an event: a known topic and a text that
+    /// is neither blank nor too long. An external event store checks the same before it
+    /// stores an event.
+    pub fn check(&self, topic: &str, text: &str) -> Result<(), PublishError> {
         crate::event::validate_topic(topic).map_err(|e| PublishError::Topic(e.to_string()))?;
         if !self.topics.iter().any(|t| t == topic) {
             return Err(PublishError::Topic(format!(
@@ -157,37 +197,46 @@ impl Hub {
         if text.len() > self.max_text {
             return Err(PublishError::TextTooLong { max: self.max_text });
         }
-        let sent_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        Ok(())
+    }
+
+    /// Adds an event numbered elsewhere (an external event store shared by several processes),
+    /// as [`Hub::publish`] adds its own: recorded, broadcast, and its id becomes the head. The
+    /// id must be after the head, so ids keep growing and a repeated event is refused. Only
+    /// the topic's alphabet is checked (it becomes the SSE event name); the publisher checked
+    /// the rest.
+    pub fn insert(&self, event: LiveEvent) -> Result<Arc<Frame>, InsertError> {
+        crate::event::validate_topic(&event.topic).map_err(InsertError::Topic)?;
         let mut state = self.state();
-        let id = state.head + 1;
-        let event = LiveEvent {
-            id,
-            topic: topic.to_string(),
-            text: text.to_string(),
-            sent_ms,
-        };
-        let frame = Arc::new(Frame {
-            bytes: encode_event(&event),
-            event,
-        });
-        state.head = id;
-        if state.history.len() == state.capacity {
-            state.history.pop_front();
+        if event.id <= state.head {
+            return Err(InsertError::Stale {
+                id: event.id,
+                head: state.head,
+            });
         }
-        state.history.push_back(frame.clone());
-        // Sent under the lock so the broadcast order is the id order, and a concurrent
-        // subscribe sees each event either in its replay or in its live feed, never both.
-        let _ = self.live.send(frame.clone());
-        state.published += 1;
-        Ok(frame)
+        Ok(state.push(event))
+    }
+
+    /// Ends every live subscription and forgets the history, keeping the head (ids still only
+    /// grow). For when events may have been missed: the subscribers' streams end, they
+    /// reconnect, and their positions are no longer covered, so they get a `reset` instead of
+    /// a silent gap.
+    pub fn cut(&self) {
+        let mut state = self.state();
+        state.history.clear();
+        // Dropping the old sender closes every receiver once it has read what it was sent.
+        let (live, _) = broadcast::channel(state.buffer);
+        state.live = live;
+    }
+
+    /// The newest id held (or the start value).
+    pub fn head(&self) -> u64 {
+        self.state().head
     }
 
     pub fn subscribe(&self, resume: &Resume) -> Subscription {
         let state = self.state();
-        let live = self.live.subscribe();
+        let live = state.live.subscribe();
         let head = state.head;
         let oldest = state.history.front().map(|f| f.event.id);
         let whole = || state.history.iter().cloned().collect::<Vec<_>>();
@@ -241,8 +290,35 @@ impl Hub {
     }
 
     pub fn subscribers(&self) -> usize {
-        self.live.receiver_count()
+        self.state().live.receiver_count()
     }
+}
+
+impl State {
+    /// Encodes once, records in the history and broadcasts; `event.id` is after the head.
+    fn push(&mut self, event: LiveEvent) -> Arc<Frame> {
+        let frame = Arc::new(Frame {
+            bytes: encode_event(&event),
+            event,
+        });
+        self.head = frame.event.id;
+        if self.history.len() == self.capacity {
+            self.history.pop_front();
+        }
+        self.history.push_back(frame.clone());
+        // Sent under the lock so the broadcast order is the id order, and a concurrent
+        // subscribe sees each event either in its replay or in its live feed, never both.
+        let _ = self.live.send(frame.clone());
+        self.published += 1;
+        frame
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The event's frame: `id:` is its id, `event:` its topic, `data:` its JSON.
@@ -394,6 +470,58 @@ mod tests {
             Resume::parse(Some("99999999999999999999999")),
             Resume::Unreadable("99999999999999999999999".into())
         );
+    }
+
+    fn event(id: u64, topic: &str) -> LiveEvent {
+        LiveEvent {
+            id,
+            topic: topic.into(),
+            text: "x".into(),
+            sent_ms: 1,
+        }
+    }
+
+    #[test]
+    fn inserted_ids_must_grow() {
+        let h = hub(10);
+        assert_eq!(h.insert(event(5000, "a")).expect("after").event.id, 5000);
+        assert_eq!(h.head(), 5000);
+        assert_eq!(
+            h.insert(event(5000, "a")).err(),
+            Some(InsertError::Stale {
+                id: 5000,
+                head: 5000
+            })
+        );
+        assert!(matches!(
+            h.insert(event(5001, "a b")),
+            Err(InsertError::Topic(_))
+        ));
+        // A topic this hub does not publish is still carried (another instance may).
+        assert!(h.insert(event(5002, "other")).is_ok());
+        assert_eq!(h.publish("a", "y").expect("ok").event.id, 5003);
+        let sub = h.subscribe(&Resume::After(5000));
+        assert_eq!(ids(&sub.replay), vec![5002, 5003]);
+    }
+
+    #[tokio::test]
+    async fn a_cut_ends_live_subscriptions_and_forgets_the_history() {
+        let h = hub(10);
+        h.publish("a", "1").expect("ok");
+        let mut sub = h.subscribe(&Resume::Fresh);
+        h.publish("a", "2").expect("ok");
+        h.cut();
+        // What was sent before the cut is still read, then the feed ends.
+        assert_eq!(sub.live.recv().await.expect("sent before").event.id, 1002);
+        assert!(matches!(
+            sub.live.recv().await,
+            Err(broadcast::error::RecvError::Closed)
+        ));
+        assert_eq!(h.head(), 1002, "ids keep growing");
+        let again = h.subscribe(&Resume::After(1001));
+        assert!(again.reset.is_some(), "the position is no longer covered");
+        assert_eq!(h.publish("a", "3").expect("ok").event.id, 1003);
+        assert_eq!(h.subscribers(), 1);
     }
 
     #[tokio::test]

@@ -1,11 +1,11 @@
-//! What the page's server functions reach: the hub, through the app crate's `EventBackend`,
+//! What the page's server functions reach: the event bus, through the app crate's `EventBackend`,
 //! with the same checks as `POST /api/publish` except the publish key, which the page's own
 //! users do not have: the form takes same-origin browser posts instead (see [`same_origin`]).
 
 use crate::{listener::Peer, state::AppState};
 use app::{
-    api::{EventBackend, Refusal},
-    event::{LiveEvent, PageData},
+    api::{EventBackend, PublishFuture, Refusal},
+    event::PageData,
 };
 use axum::{
     extract::ConnectInfo,
@@ -25,31 +25,42 @@ fn refuse(status: u16, message: impl Into<String>) -> Refusal {
 }
 
 impl EventBackend for PageBackend {
-    fn publish(&self, topic: &str, text: &str) -> Result<LiveEvent, Refusal> {
-        let parts = leptos::prelude::use_context::<Parts>()
-            .ok_or_else(|| refuse(500, "server misconfigured: no request in context"))?;
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<Peer>>()
-            .map(|c| c.0 .0)
-            .ok_or_else(|| refuse(500, "server misconfigured: no peer address"))?;
-        let client = self.state.client_addr(peer, &parts.headers);
-        let outcome = self.check(&parts.headers, peer).and_then(|()| {
-            self.state
-                .hub
-                .publish(topic, text)
-                .map_err(|e| refuse(400, e.to_string()))
-        });
-        match outcome {
-            Ok(frame) => {
-                tracing::info!(%client, id = frame.event.id, topic = %frame.event.topic, bytes = frame.event.text.len(), via = "form", "published");
-                Ok(frame.event.clone())
+    fn publish(&self, topic: String, text: String) -> PublishFuture {
+        // The request is read from the context now, before anything awaits.
+        let request = leptos::prelude::use_context::<Parts>()
+            .ok_or_else(|| refuse(500, "server misconfigured: no request in context"))
+            .and_then(|parts| {
+                let peer = parts
+                    .extensions
+                    .get::<ConnectInfo<Peer>>()
+                    .map(|c| c.0 .0)
+                    .ok_or_else(|| refuse(500, "server misconfigured: no peer address"))?;
+                Ok((
+                    self.state.client_addr(peer, &parts.headers),
+                    self.check(&parts.headers, peer),
+                ))
+            });
+        let bus = self.state.bus.clone();
+        Box::pin(async move {
+            let (client, checked) = request?;
+            let outcome = match checked {
+                Ok(()) => bus
+                    .publish(&topic, &text)
+                    .await
+                    .map_err(|e| refuse(e.status(), e.to_string())),
+                Err(refusal) => Err(refusal),
+            };
+            match outcome {
+                Ok(event) => {
+                    tracing::info!(%client, id = event.id, topic = %event.topic, bytes = event.text.len(), via = "form", "published");
+                    Ok(event)
+                }
+                Err(refusal) => {
+                    tracing::warn!(%client, status = refusal.status, error = %refusal.message, via = "form", "publish refused");
+                    Err(refusal)
+                }
             }
-            Err(refusal) => {
-                tracing::warn!(%client, status = refusal.status, error = %refusal.message, via = "form", "publish refused");
-                Err(refusal)
-            }
-        }
+        })
     }
 
     fn page_data(&self) -> PageData {

@@ -51,9 +51,24 @@ pub struct Args {
     #[arg(long, env = "LEPTOS_OUTPUT_NAME", default_value = "sse-live")]
     pub output_name: String,
 
-    /// Interval of the built-in `tick` source ("off" disables it).
-    #[arg(long, env = "EVENTS_TICK", default_value = "1s")]
+    /// Interval of the built-in `tick` source ("off" disables it). "auto": 1s, but off with
+    /// EVENTS_REDIS_URL (every instance would tick into the shared stream).
+    #[arg(long, env = "EVENTS_TICK", default_value = "auto")]
     pub tick: String,
+
+    /// Redis to share events with other instances through a stream, e.g.
+    /// redis://127.0.0.1:6379/ (unset: this process alone holds the events).
+    #[arg(long, env = "EVENTS_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Key of the Redis stream: instances with the same Redis and key share their events.
+    #[arg(long, env = "EVENTS_REDIS_KEY", default_value = "sse-live:events")]
+    pub redis_key: String,
+
+    /// This instance's name, shown on the page and in the stream's `ready` event
+    /// (default: host name and process id).
+    #[arg(long, env = "EVENTS_INSTANCE")]
+    pub instance: Option<String>,
 
     /// Interval of the keep-alive (`ping` event) on every stream, well inside any proxy's idle timeout.
     #[arg(long, env = "EVENTS_HEARTBEAT", default_value = "15s")]
@@ -155,6 +170,11 @@ pub struct Config {
     pub pkg_dir: String,
     pub output_name: String,
     pub tick: Option<Duration>,
+    /// The Redis to share events through; `None`: the in-process hub alone.
+    pub redis_url: Option<String>,
+    pub redis_key: String,
+    /// This instance's name (page and `ready` event).
+    pub instance: String,
     pub heartbeat: Duration,
     pub retry: Duration,
     pub write_timeout: Duration,
@@ -197,8 +217,11 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 impl Config {
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
         let (addr, frontend) = listen_addr(&args)?;
+        let redis_url = args.redis_url.filter(|u| !u.trim().is_empty());
         let tick = match args.tick.trim() {
             "off" | "0" | "" => None,
+            "auto" if redis_url.is_some() => None,
+            "auto" => Some(Duration::from_secs(1)),
             s => Some(duration("EVENTS_TICK", s, Duration::from_millis(10))?),
         };
         let heartbeat = duration(
@@ -257,9 +280,15 @@ impl Config {
         if tick.is_some() && !topics.iter().any(|t| t == "tick") {
             return err("EVENTS_TOPICS: must include 'tick' while EVENTS_TICK is on");
         }
+        if args.redis_key.trim().is_empty() {
+            return err("EVENTS_REDIS_KEY: must not be empty");
+        }
         Ok(Config {
             addr,
             frontend,
+            redis_url,
+            redis_key: args.redis_key.trim().to_string(),
+            instance: instance(args.instance.as_deref()),
             token: args.aspnetcore_token.filter(|t| !t.is_empty()),
             path_base: path_base(&args.path_base)?,
             site_root: site_root(&args.site_root)?,
@@ -356,6 +385,27 @@ fn cors_origins(value: &str) -> Result<Vec<String>, ConfigError> {
         }
     }
     Ok(origins)
+}
+
+/// The name given, else `host:pid`. Kept to one short line of printable text: it goes into
+/// an HTML attribute and a JSON string (both escaped) and the log.
+fn instance(value: Option<&str>) -> String {
+    let given = value.map(str::trim).filter(|v| !v.is_empty());
+    let name = match given {
+        Some(name) => name.to_string(),
+        None => format!("{}:{}", host_name(), std::process::id()),
+    };
+    name.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
+fn host_name() -> String {
+    std::env::var("COMPUTERNAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "server".to_string())
 }
 
 fn topics(value: &str) -> Result<Vec<String>, ConfigError> {
@@ -524,6 +574,35 @@ mod tests {
         assert!(e.0.contains("tick"), "{e}");
         let e = Config::from_args(args(&["--site-root", "/no/such/dir"])).expect_err("no site");
         assert!(e.0.starts_with("LEPTOS_SITE_ROOT:"), "{e}");
+    }
+
+    #[test]
+    fn redis_turns_the_automatic_tick_off() {
+        let c = Config::from_args(args(&[])).expect("valid");
+        assert_eq!(c.tick, Some(Duration::from_secs(1)));
+        assert_eq!(c.redis_url, None);
+        let c = Config::from_args(args(&["--redis-url", "redis://127.0.0.1:1/"])).expect("valid");
+        assert_eq!(
+            c.tick, None,
+            "each instance would tick into the shared stream"
+        );
+        assert_eq!(c.redis_key, "sse-live:events");
+        let c =
+            Config::from_args(args(&["--redis-url", "redis://x/", "--tick", "2s"])).expect("valid");
+        assert_eq!(c.tick, Some(Duration::from_secs(2)), "asked for explicitly");
+        assert!(Config::from_args(args(&["--redis-key", " "])).is_err());
+    }
+
+    #[test]
+    fn instance_names() {
+        assert_eq!(instance(Some(" web-1 ")), "web-1");
+        assert_eq!(instance(Some("a\nb")), "ab");
+        assert_eq!(instance(Some(&"x".repeat(100))).len(), 64);
+        let default = instance(None);
+        assert!(
+            default.ends_with(&format!(":{}", std::process::id())),
+            "{default}"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! [`serve`]; the fuzz targets reach the wire format and the publish parser through it.
 
 pub mod backend;
+pub mod bus;
 pub mod config;
 pub mod cors;
 pub mod direct_stream;
@@ -23,6 +24,7 @@ pub mod ticker;
 // only that); re-exported so `server::hub` and `server::wire` read as before.
 pub use events_core::{hub, wire};
 
+use bus::Bus;
 use config::Config;
 use hub::{Hub, HubSettings};
 use leptos::config::LeptosOptions;
@@ -41,13 +43,33 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
     let config = Arc::new(config);
-    let hub = Arc::new(Hub::new(HubSettings {
+    let settings = HubSettings {
         topics: config.topics.clone(),
         history: config.history,
         max_text: config.max_text,
         subscriber_buffer: config.subscriber_buffer,
-    }));
+    };
     let shutdown = CancellationToken::new();
+    let (hub, bus) = match &config.redis_url {
+        None => {
+            let hub = Arc::new(Hub::new(settings));
+            (hub.clone(), Bus::Local(hub))
+        }
+        Some(url) => {
+            // Every id comes from the stream (they are far above 0).
+            let hub = Arc::new(Hub::starting_at(settings, 0));
+            let redis = bus::redis::RedisBus::start(
+                hub.clone(),
+                bus::redis::Settings {
+                    url: url.clone(),
+                    key: config.redis_key.clone(),
+                    history: config.history,
+                },
+                shutdown.clone(),
+            )?;
+            (hub, Bus::Redis(redis))
+        }
+    };
     let leptos = LeptosOptions::builder()
         .output_name(config.output_name.clone())
         .site_root(config.site_root.to_string_lossy().to_string())
@@ -55,7 +77,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .site_addr(config.addr)
         .build();
     let state = AppState {
-        hub: hub.clone(),
+        hub,
+        bus: bus.clone(),
         config: config.clone(),
         leptos,
         shutdown: shutdown.clone(),
@@ -75,7 +98,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         );
     }
     if let Some(every) = config.tick {
-        ticker::spawn(hub, every, shutdown.clone());
+        ticker::spawn(bus, every, shutdown.clone());
     }
     shutdown::on_signals(shutdown.clone());
 
@@ -106,6 +129,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
         frontend = ?config.frontend,
         path_base = %config.path_base,
         site_root = %config.site_root.display(),
+        instance = %config.instance,
+        events = if config.redis_url.is_some() { "redis" } else { "in-process" },
         "listening on http://{}{}/",
         bound,
         config.path_base

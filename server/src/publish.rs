@@ -1,5 +1,5 @@
 //! `POST /api/publish`, for scripts and curl. The page's form uses a server function that
-//! calls the same [`Hub::publish`](crate::hub::Hub::publish).
+//! calls the same [`Bus::publish`](crate::bus::Bus::publish).
 
 use crate::{error::ApiError, listener::Peer, state::AppState};
 use axum::{
@@ -21,17 +21,21 @@ pub async fn publish(
     state.publish_limit.check(state.client_ip(peer, &headers))?;
     let Json(request) = body?;
     let client = state.client_addr(peer, &headers);
-    let frame = state
-        .hub
+    let event = state
+        .bus
         .publish(&request.topic, &request.text)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    tracing::info!(%client, id = frame.event.id, topic = %frame.event.topic, bytes = frame.event.text.len(), "published");
+        .await
+        .map_err(|e| {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            ApiError::new(status, e.to_string())
+        })?;
+    tracing::info!(%client, id = event.id, topic = %event.topic, bytes = event.text.len(), "published");
     Ok((
         StatusCode::CREATED,
         Json(Published {
-            id: frame.event.id,
-            topic: frame.event.topic.clone(),
-            sent_ms: frame.event.sent_ms,
+            id: event.id,
+            topic: event.topic,
+            sent_ms: event.sent_ms,
         }),
     ))
 }

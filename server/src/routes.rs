@@ -2,7 +2,7 @@
 //! the operator's figures and the client's static files, all under the path base.
 
 use crate::{backend::PageBackend, cors, iis, metrics, publish, security, sse, state::AppState};
-use app::{api::Backend, shell, App, PathBase};
+use app::{api::Backend, shell, App, Instance, PathBase};
 use axum::{
     extract::DefaultBodyLimit,
     http::{header, request::Parts, HeaderValue, StatusCode},
@@ -23,12 +23,14 @@ pub fn router(state: AppState) -> Router {
         state: state.clone(),
     }));
     let base = state.config.path_base.clone();
+    let instance = Instance(state.config.instance.clone());
     let context = {
         let options = state.leptos.clone();
         move || {
             security::add_page_headers(&options);
             provide_context(backend.clone());
             provide_context(PathBase(base.clone()));
+            provide_context(instance.clone());
             if let Some(parts) = leptos::prelude::use_context::<Parts>() {
                 if !base.is_empty() {
                     // `nest` strips the base from the URI, but the page's router matches the

@@ -61,6 +61,9 @@ pub async fn events(
         .map(|v| v.to_str().unwrap_or("(not text)"))
         .filter(|v| !v.trim().is_empty());
     let resume = Resume::parse(header.or(query.last_event_id.as_deref()));
+    // Before counting: with Redis this may wait on it, and a client that leaves meanwhile
+    // drops this handler at the await, which must not leave the count raised.
+    let sub = state.bus.subscribe(&resume).await;
 
     // Counted before anything is allocated for the stream; the guard below gives it back.
     let open = state.open_streams.fetch_add(1, Ordering::Relaxed) + 1;
@@ -69,7 +72,6 @@ pub async fn events(
         metrics::counter!(figures::STREAMS_REFUSED).increment(1);
         return Ok(limits::too_many_streams(open - 1));
     }
-    let sub = state.hub.subscribe(&resume);
     metrics::counter!(figures::STREAMS_OPENED).increment(1);
     if resume != Resume::Fresh {
         figures::resumed(sub.reset.is_some());
@@ -98,6 +100,7 @@ pub async fn events(
     let ready = Ready {
         head: sub.head,
         heartbeat_ms: state.config.heartbeat.as_millis() as u64,
+        instance: state.config.instance.clone(),
     };
     let data = serde_json::to_string(&ready).unwrap_or_default();
     first.extend_from_slice(&wire::encode(Some(sub.head), Some(READY_EVENT), &data));

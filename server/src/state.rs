@@ -11,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct AppState {
+    /// This process's fan-out core: history ring and broadcast (read by metrics and the page).
     pub hub: Arc<Hub>,
+    /// Where events are published and subscriptions come from (the hub itself, or Redis).
+    pub bus: crate::bus::Bus,
     pub config: Arc<Config>,
     pub leptos: LeptosOptions,
     /// Cancelled when the server starts to stop: every open stream ends at once.

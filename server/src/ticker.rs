@@ -2,25 +2,41 @@
 //! original report. A steady source is what makes buffering visible (events then arrive in
 //! bursts instead of one per interval).
 
-use crate::hub::Hub;
-use std::{sync::Arc, time::Duration};
+//!
+//! It publishes through the bus like any publisher. With Redis every instance would tick into
+//! the shared stream, so `EVENTS_TICK=auto` (the default) turns it off there; set it
+//! explicitly on one instance for a demo farm.
+
+use crate::bus::{Bus, PublishError};
+use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-pub fn spawn(hub: Arc<Hub>, every: Duration, shutdown: CancellationToken) {
+pub fn spawn(bus: Bus, every: Duration, shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(every);
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
         interval.tick().await; // the first tick is immediate
         let mut n: u64 = 0;
+        // Logged once per outage of the event store, not once per tick.
+        let mut unavailable = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = interval.tick() => {
                     n += 1;
-                    if let Err(e) = hub.publish("tick", &format!("Hello, world #{n}")) {
-                        tracing::error!(error = %e, "the tick source cannot publish");
-                        break;
+                    match bus.publish("tick", &format!("Hello, world #{n}")).await {
+                        Ok(_) => unavailable = false,
+                        Err(e @ PublishError::Unavailable(_)) => {
+                            if !unavailable {
+                                tracing::warn!(error = %e, "the tick source cannot publish; it keeps trying");
+                            }
+                            unavailable = true;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the tick source cannot publish");
+                            break;
+                        }
                     }
                 }
             }

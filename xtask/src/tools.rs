@@ -22,6 +22,11 @@ pub fn setup(ctx: &Ctx) -> Res<()> {
     ensure_cargo_leptos(ctx)?;
     ensure_wasm_bindgen(ctx)?;
     ensure_wasm_opt(ctx)?;
+    if cfg!(target_os = "linux") {
+        // Not for the build: for the tests of the Redis event bus (server/tests/redis.rs),
+        // which start their own redis-server and tell whoever lacks it to run this.
+        ensure_redis(ctx)?;
+    }
     Ok(())
 }
 
@@ -546,6 +551,17 @@ pub fn ensure_e2e_node_modules(ctx: &Ctx) -> Res<()> {
 /// nginx, which the test of the shipped nginx example runs in front of the server.
 pub fn ensure_nginx(ctx: &Ctx) -> Res<()> {
     ensure_file(ctx, "/usr/sbin/nginx", &["nginx"], "nginx")
+}
+
+/// redis-server, started by the Redis event bus's tests (server/tests/redis.rs) on a loopback
+/// port of their own.
+pub fn ensure_redis(ctx: &Ctx) -> Res<()> {
+    ensure_file(
+        ctx,
+        "/usr/bin/redis-server",
+        &["redis-server"],
+        "redis-server",
+    )
 }
 
 /// Wine, to run the published Windows server.exe (server/tests/windows_exe.rs).

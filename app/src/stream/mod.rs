@@ -100,6 +100,8 @@ pub struct EventLog {
     pub resets: u64,
     /// Newest id seen, the position to resume from.
     pub last_id: Option<u64>,
+    /// The server instance the stream is connected to, from its `ready` event.
+    pub instance: Option<String>,
 }
 
 impl EventLog {
@@ -227,7 +229,10 @@ impl Sink {
                     l.push(event.clone(), delay);
                 });
             }
-            Item::Ready(ready) => self.set_log.update(|l| l.advance_to(ready.head)),
+            Item::Ready(ready) => self.set_log.update(|l| {
+                l.advance_to(ready.head);
+                l.instance = Some(ready.instance.clone()).filter(|i| !i.is_empty());
+            }),
             Item::Reset => self.set_log.update(|l| l.reset()),
             Item::Status(s) => {
                 if self.status.try_get_untracked() != Some(*s) {
@@ -378,6 +383,7 @@ mod tests {
             Item::Ready(Ready {
                 head: 9,
                 heartbeat_ms: 1000,
+                instance: "web-1:42".into(),
             }),
             Item::Reset,
             Item::Status(Status::Reconnecting { in_ms: Some(500) }),

@@ -1,6 +1,6 @@
 use super::{
-    controls::Controls, delay_chart::DelayChart, event_list::EventList, publish_form::PublishForm,
-    status::StatusBar,
+    controls::Controls, delay_chart::DelayChart, event_list::EventList, instance::InstanceLine,
+    publish_form::PublishForm, status::StatusBar,
 };
 use crate::{api::load_page, event::PageData, stream};
 use leptos::prelude::*;
@@ -57,6 +57,7 @@ fn Live(data: PageData) -> impl IntoView {
     };
     view! {
         <StatusBar feed/>
+        <InstanceLine feed/>
         <section class="panel">
             <PublishForm topics=topics.clone()/>
             <Controls feed view_state topics/>

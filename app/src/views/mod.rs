@@ -4,6 +4,7 @@
 mod controls;
 mod delay_chart;
 mod event_list;
+mod instance;
 mod live;
 mod publish_form;
 mod status;
