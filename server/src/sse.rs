@@ -65,7 +65,7 @@ pub async fn events(
     // drops this handler at the await, which must not leave the count raised.
     let sub = state.bus.subscribe(&resume).await;
 
-    // Counted before anything is allocated for the stream; the guard below gives it back.
+    // Counted before the stream is built; the guard below gives it back.
     let open = state.open_streams.fetch_add(1, Ordering::Relaxed) + 1;
     if open > state.config.max_streams {
         state.open_streams.fetch_sub(1, Ordering::Relaxed);
