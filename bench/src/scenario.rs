@@ -1,0 +1,282 @@
+//! One scenario against one server under test: start the subscriber workers, wait until
+//! every stream has its first event, publish, let the events arrive, gather the figures.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout};
+
+use crate::hist::{self, Summary};
+use crate::procfs;
+use crate::publisher::{self, Plan};
+use crate::unix_ns;
+use crate::worker::{Command, DeliveryFigures, SetupFigures, WorkerConfig, WorkerMsg};
+
+/// Streams per worker process: well under the 20,000 descriptors a process may hold here.
+pub const CONNS_PER_WORKER: usize = 9_000;
+
+/// A server under test: its instances (subscribers go round-robin, publishes to the first)
+/// and their process ids (CPU and memory are summed).
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub addrs: Vec<SocketAddr>,
+    pub pids: Vec<u32>,
+    pub stream_path: String,
+    pub publish_path: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Scenario {
+    pub name: String,
+    pub subscribers: usize,
+    /// Events to publish (0: an idle scenario).
+    pub events: u64,
+    /// Events per second; None: as fast as possible.
+    pub rate: Option<f64>,
+    pub payload: usize,
+    pub publish_connections: usize,
+    /// Connect every stream at once (a storm) rather than a bounded number at a time.
+    pub storm: bool,
+    /// Idle: wait this long with every stream open before reading the memory.
+    pub settle_ms: u64,
+    /// How long to wait for late events after publishing.
+    pub quiet_ms: u64,
+    pub max_drain_ms: u64,
+    pub setup_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Outcome {
+    pub server: String,
+    pub scenario: String,
+    pub subscribers: usize,
+    pub established: u64,
+    pub failed: u64,
+    pub errors: Vec<String>,
+    pub first_byte_ms: Summary,
+    pub first_event_ms: Summary,
+    /// From the common start to the last stream's first event.
+    pub all_first_event_ms: f64,
+    /// Streams whose first byte took over a second (the SYN-retry tail).
+    pub first_byte_over_1s: u64,
+    pub published: u64,
+    pub publish_failed: u64,
+    pub deliveries: u64,
+    pub expected: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub closed: u64,
+    pub delay_ms: Summary,
+    pub deliveries_per_s: f64,
+    pub setup_cpu_s: f64,
+    pub publish_cpu_s: f64,
+    pub deliveries_per_cpu_s: f64,
+    pub rss_before_kib: u64,
+    pub rss_streams_kib: u64,
+    pub hwm_kib: u64,
+    pub bytes_per_stream: f64,
+}
+
+impl Outcome {
+    /// What `--quick` refuses: lost or duplicated events, failed streams or publishes.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.failed > 0 {
+            p.push(format!(
+                "{} streams failed ({:?})",
+                self.failed, self.errors
+            ));
+        }
+        if self.publish_failed > 0 {
+            p.push(format!("{} publishes failed", self.publish_failed));
+        }
+        if self.lost > 0 {
+            p.push(format!("{} events lost", self.lost));
+        }
+        if self.duplicated > 0 {
+            p.push(format!("{} events duplicated", self.duplicated));
+        }
+        p
+    }
+}
+
+struct Worker {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Worker {
+    async fn next(&mut self) -> Result<WorkerMsg, String> {
+        let line = self
+            .lines
+            .next_line()
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("a worker exited early (see its stderr above)")?;
+        serde_json::from_str(&line).map_err(|e| format!("bad worker line {line:?}: {e}"))
+    }
+}
+
+pub async fn run(server: &str, target: &Target, s: &Scenario) -> Result<Outcome, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let before = procfs::total_memory(&target.pids);
+    let cpu0 = procfs::total_cpu(&target.pids);
+    let workers_n = s.subscribers.div_ceil(CONNS_PER_WORKER).max(1);
+    let start_at_ns = unix_ns() + 300_000_000; // every worker starts together
+    let mut workers = Vec::new();
+    let mut first_index = 0;
+    for w in 0..workers_n {
+        let conns = s.subscribers / workers_n + usize::from(w < s.subscribers % workers_n);
+        let config = WorkerConfig {
+            targets: target.addrs.clone(),
+            path: target.stream_path.clone(),
+            conns,
+            first_index,
+            source_addrs: 32,
+            connect_concurrency: if s.storm { 0 } else { 500 },
+            start_at_ns,
+            setup_timeout_ms: s.setup_timeout_ms,
+        };
+        first_index += conns;
+        let mut child = tokio::process::Command::new(&exe)
+            .arg("worker")
+            .arg(serde_json::to_string(&config).map_err(|e| e.to_string())?)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start a worker: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no worker stdout")?;
+        workers.push(Worker {
+            child,
+            lines: BufReader::new(stdout).lines(),
+        });
+    }
+
+    let mut setup = Vec::new();
+    for w in &mut workers {
+        match w.next().await? {
+            WorkerMsg::Ready(figures) => setup.push(figures),
+            other => return Err(format!("expected ready, got {other:?}")),
+        }
+    }
+    let cpu1 = procfs::total_cpu(&target.pids);
+    if s.settle_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(s.settle_ms)).await;
+    }
+    let with_streams = procfs::total_memory(&target.pids);
+
+    let mut publish = publisher::Outcome::default();
+    if s.events > 0 {
+        let plan = Plan {
+            target: target.addrs[0],
+            path: target.publish_path.clone(),
+            topic: "tick".into(),
+            events: s.events,
+            interval: s.rate.map(|r| Duration::from_secs_f64(1.0 / r)),
+            payload: s.payload,
+            connections: s.publish_connections,
+        };
+        publish = publisher::publish(plan).await;
+    }
+    let command = serde_json::to_string(&Command::Drain {
+        published: publish.published + publish.failed,
+        quiet_ms: s.quiet_ms,
+        max_wait_ms: s.max_drain_ms,
+    })
+    .map_err(|e| e.to_string())?;
+    for w in &mut workers {
+        let stdin = w.child.stdin.as_mut().ok_or("no worker stdin")?;
+        stdin
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .map_err(|e| format!("cannot talk to a worker: {e}"))?;
+    }
+    let mut reports = Vec::new();
+    for w in &mut workers {
+        match w.next().await? {
+            WorkerMsg::Report(figures) => reports.push(figures),
+            other => return Err(format!("expected a report, got {other:?}")),
+        }
+    }
+    let cpu2 = procfs::total_cpu(&target.pids);
+    let after = procfs::total_memory(&target.pids);
+    for mut w in workers {
+        let _ = w.child.wait().await;
+    }
+    Ok(combine(
+        server,
+        s,
+        &setup,
+        &reports,
+        &publish,
+        [cpu0, cpu1, cpu2],
+        [before, with_streams, after],
+    ))
+}
+
+/// Merges the workers' figures into one outcome.
+fn combine(
+    server: &str,
+    s: &Scenario,
+    setup: &[SetupFigures],
+    reports: &[DeliveryFigures],
+    publish: &publisher::Outcome,
+    cpu: [f64; 3],
+    mem: [procfs::Memory; 3],
+) -> Outcome {
+    let (mut first_byte, mut first_event, mut since_start, mut delay) =
+        (hist::new(), hist::new(), hist::new(), hist::new());
+    let mut o = Outcome {
+        server: server.into(),
+        scenario: s.name.clone(),
+        subscribers: s.subscribers,
+        ..Outcome::default()
+    };
+    for f in setup {
+        o.established += f.established;
+        o.failed += f.failed;
+        o.errors.extend(f.errors.iter().cloned());
+        hist::merge(&mut first_byte, &f.first_byte);
+        hist::merge(&mut first_event, &f.first_event);
+        hist::merge(&mut since_start, &f.first_event_since_start);
+    }
+    let mut last_delivery_ns = 0;
+    for r in reports {
+        o.deliveries += r.deliveries;
+        o.duplicated += r.duplicates;
+        o.lost += r.lost;
+        o.closed += r.closed;
+        hist::merge(&mut delay, &r.delay);
+        last_delivery_ns = last_delivery_ns.max(r.last_delivery_ns);
+    }
+    o.first_byte_ms = hist::summary(&first_byte);
+    o.first_event_ms = hist::summary(&first_event);
+    o.all_first_event_ms = hist::summary(&since_start).max;
+    o.first_byte_over_1s = first_byte.count_between(1_000_000, first_byte.max().max(1_000_000));
+    o.delay_ms = hist::summary(&delay);
+    o.published = publish.published;
+    o.publish_failed = publish.failed;
+    o.expected = (publish.published + publish.failed) * o.established;
+    if last_delivery_ns > publish.first_send_ns && o.deliveries > 0 {
+        o.deliveries_per_s =
+            o.deliveries as f64 / ((last_delivery_ns - publish.first_send_ns) as f64 / 1e9);
+    }
+    o.setup_cpu_s = cpu[1] - cpu[0];
+    o.publish_cpu_s = cpu[2] - cpu[1];
+    if o.publish_cpu_s > 0.0 {
+        o.deliveries_per_cpu_s = o.deliveries as f64 / o.publish_cpu_s;
+    }
+    o.rss_before_kib = mem[0].rss_kib;
+    o.rss_streams_kib = mem[1].rss_kib;
+    o.hwm_kib = mem[2].hwm_kib;
+    if o.established > 0 {
+        o.bytes_per_stream =
+            (mem[1].rss_kib.saturating_sub(mem[0].rss_kib) * 1024) as f64 / o.established as f64;
+    }
+    o
+}
