@@ -168,6 +168,40 @@ fn output(program: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "n/a".into())
 }
 
+/// Whether target/release/server is older than the newest commit that touched the server's
+/// sources: then the figures are an older build's, whatever HEAD says.
+fn stale_server(root: &Path) -> Option<String> {
+    let built = std::fs::metadata(root.join("target/release/server"))
+        .and_then(|m| m.modified())
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    let root_s = root.to_string_lossy();
+    let last = output(
+        "git",
+        &[
+            "-C",
+            &root_s,
+            "log",
+            "-1",
+            "--format=%h %ct",
+            "--",
+            "server",
+            "app",
+            "events-core",
+        ],
+    );
+    let (hash, at) = last.split_once(' ')?;
+    let at: u64 = at.trim().parse().ok()?;
+    (built < at).then(|| {
+        format!(
+            "target/release/server was built before {hash}, the newest commit touching the server: \
+             it measures an older build (run `cargo leptos build --release`)"
+        )
+    })
+}
+
 fn meta(args: &Args) -> Meta {
     let root = args.root.to_string_lossy().into_owned();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -227,6 +261,12 @@ fn meta(args: &Args) -> Meta {
     );
     if dirty != "n/a" && !dirty.is_empty() {
         commit.push_str(" (with uncommitted changes in server/app/events-core)");
+    }
+    if args.servers.iter().any(|s| s == "ours") {
+        if let Some(warning) = stale_server(&args.root) {
+            eprintln!("warning: {warning}");
+            commit.push_str(&format!(" (warning: {warning})"));
+        }
     }
     Meta {
         command: args.command.clone(),
