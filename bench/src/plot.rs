@@ -53,6 +53,8 @@ pub fn delay_svg(
         .configure_mesh()
         .x_desc("subscribers")
         .y_desc("delay, ms (log scale)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y}"))
         .draw()
         .map_err(e)?;
     for (i, server) in servers.iter().enumerate() {

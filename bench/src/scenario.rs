@@ -73,6 +73,8 @@ pub struct Outcome {
     pub deliveries_per_s: f64,
     pub setup_cpu_s: f64,
     pub publish_cpu_s: f64,
+    /// The publish phase's CPU in the kernel (system time): writes to sockets, mostly.
+    pub publish_sys_s: f64,
     pub deliveries_per_cpu_s: f64,
     pub rss_before_kib: u64,
     pub rss_streams_kib: u64,
@@ -226,7 +228,7 @@ fn combine(
     setup: &[SetupFigures],
     reports: &[DeliveryFigures],
     publish: &publisher::Outcome,
-    cpu: [f64; 3],
+    cpu: [procfs::Cpu; 3],
     mem: [procfs::Memory; 3],
 ) -> Outcome {
     let (mut first_byte, mut first_event, mut since_start, mut delay) =
@@ -266,8 +268,10 @@ fn combine(
         o.deliveries_per_s =
             o.deliveries as f64 / ((last_delivery_ns - publish.first_send_ns) as f64 / 1e9);
     }
-    o.setup_cpu_s = cpu[1] - cpu[0];
-    o.publish_cpu_s = cpu[2] - cpu[1];
+    o.setup_cpu_s = cpu[1].since(&cpu[0]).total();
+    let publish_cpu = cpu[2].since(&cpu[1]);
+    o.publish_cpu_s = publish_cpu.total();
+    o.publish_sys_s = publish_cpu.system;
     if o.publish_cpu_s > 0.0 {
         o.deliveries_per_cpu_s = o.deliveries as f64 / o.publish_cpu_s;
     }

@@ -122,8 +122,12 @@ pub async fn run(args: Args) -> Result<(), String> {
             crate::plot::delay_svg(&results.outcomes, &args.servers, svg)?;
             link = Some(relative(svg, md.parent().unwrap_or(Path::new("."))));
         }
-        std::fs::write(md, report::markdown(&results, link.as_deref()))
-            .map_err(|e| format!("{}: {e}", md.display()))?;
+        let existing = std::fs::read_to_string(md).ok();
+        let text = report::splice(
+            existing.as_deref(),
+            &report::markdown(&results, link.as_deref()),
+        );
+        std::fs::write(md, text).map_err(|e| format!("{}: {e}", md.display()))?;
         println!("report: {}", md.display());
     }
 
@@ -244,7 +248,24 @@ fn meta(args: &Args) -> Meta {
     .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
     .and_then(|v| v["version"].as_str().map(String::from))
     .unwrap_or_else(|| "n/a".into());
-    let mut commit = output("git", &["-C", &root, "rev-parse", "HEAD"]);
+    let mut commit = format!(
+        "{} (server sources last changed in {})",
+        output("git", &["-C", &root, "rev-parse", "--short", "HEAD"]),
+        output(
+            "git",
+            &[
+                "-C",
+                &root,
+                "log",
+                "-1",
+                "--format=%h, %s",
+                "--",
+                "server",
+                "app",
+                "events-core"
+            ]
+        )
+    );
     let dirty = output(
         "git",
         &[
