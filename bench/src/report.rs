@@ -132,7 +132,7 @@ fn num(v: f64) -> String {
     }
 }
 
-const HEADERS: [&str; 15] = [
+const HEADERS: [&str; 16] = [
     "server",
     "scenario",
     "streams ok/fail",
@@ -143,6 +143,7 @@ const HEADERS: [&str; 15] = [
     "p99.9",
     "max",
     "lost/dup",
+    "publish s",
     "deliv/s",
     "server CPU s",
     "kernel %",
@@ -167,6 +168,11 @@ fn row(o: &Outcome) -> Vec<String> {
         num(o.delay_ms.p999),
         num(o.delay_ms.max),
         format!("{}/{}", o.lost, o.duplicated),
+        if o.published > 0 {
+            format!("{:.2}", o.publish_ms / 1000.0)
+        } else {
+            "-".into()
+        },
         format!("{:.0}", o.deliveries_per_s),
         format!("{:.2}+{:.2}", o.setup_cpu_s, o.publish_cpu_s),
         if o.publish_cpu_s > 0.0 {
@@ -396,7 +402,8 @@ pub fn markdown(results: &Results, plot: Option<&str>) -> String {
         "\nColumns: *first event* is from the start of connect() to the first frame with data \
          (the `ready`), *all* is from the common start to the last stream's first event; *>1s* \
          counts streams whose first byte took over a second (a SYN retry); *delay* is publish \
-         send time to receipt by the subscriber; *server CPU s* is connect phase + publish phase \
+         send time to receipt by the subscriber; *publish s* is the time from the first publish \
+         to the answer to the last; *server CPU s* is connect phase + publish phase \
          (utime+stime of the server process), *kernel %* the share of the publish phase's CPU spent in the kernel (stime); *deliv/CPU-s* uses the publish phase; *RSS* is with \
          every stream open, *B/stream* is (RSS with streams − RSS before) / streams.\n",
     );

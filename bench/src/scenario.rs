@@ -64,6 +64,10 @@ pub struct Outcome {
     pub first_byte_over_1s: u64,
     pub published: u64,
     pub publish_failed: u64,
+    /// From the first publish to the answer to the last one: a server whose publish returns
+    /// before the fan-out is done lets a burst queue up (higher delay), one whose publish
+    /// waits for the hand-off slows the publisher down instead.
+    pub publish_ms: f64,
     pub deliveries: u64,
     pub expected: u64,
     pub lost: u64,
@@ -263,6 +267,7 @@ fn combine(
     o.delay_ms = hist::summary(&delay);
     o.published = publish.published;
     o.publish_failed = publish.failed;
+    o.publish_ms = publish.last_send_ns.saturating_sub(publish.first_send_ns) as f64 / 1e6;
     o.expected = (publish.published + publish.failed) * o.established;
     if last_delivery_ns > publish.first_send_ns && o.deliveries > 0 {
         o.deliveries_per_s =
