@@ -132,12 +132,13 @@ fn num(v: f64) -> String {
     }
 }
 
-const HEADERS: [&str; 16] = [
+const HEADERS: [&str; 17] = [
     "server",
     "scenario",
     "streams ok/fail",
     "first event p50/p99/all ms",
-    ">1s",
+    "SYN retries",
+    "first byte >1s",
     "delay p50 ms",
     "p99",
     "p99.9",
@@ -162,6 +163,7 @@ fn row(o: &Outcome) -> Vec<String> {
             num(o.first_event_ms.p99),
             num(o.all_first_event_ms)
         ),
+        o.connect_over_1s.to_string(),
         o.first_byte_over_1s.to_string(),
         num(o.delay_ms.p50),
         num(o.delay_ms.p99),
@@ -400,8 +402,10 @@ pub fn markdown(results: &Results, plot: Option<&str>) -> String {
     }
     out.push_str(
         "\nColumns: *first event* is from the start of connect() to the first frame with data \
-         (the `ready`), *all* is from the common start to the last stream's first event; *>1s* \
-         counts streams whose first byte took over a second (a SYN retry); *delay* is publish \
+         (the `ready`), *all* is from the common start to the last stream's first event; *SYN \
+         retries* counts streams whose connect() took over a second (a dropped SYN retried: the \
+         listen backlog overflowed), *first byte >1s* those whose first byte came after a second \
+         (a SYN retry or a slow accept loop); *delay* is publish \
          send time to receipt by the subscriber; *publish s* is the time from the first publish \
          to the answer to the last; *server CPU s* is connect phase + publish phase \
          (utime+stime of the server process), *kernel %* the share of the publish phase's CPU spent in the kernel (stime); *deliv/CPU-s* uses the publish phase; *RSS* is with \

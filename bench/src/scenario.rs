@@ -60,8 +60,12 @@ pub struct Outcome {
     pub first_event_ms: Summary,
     /// From the common start to the last stream's first event.
     pub all_first_event_ms: f64,
-    /// Streams whose first byte took over a second (the SYN-retry tail).
+    /// Streams whose first byte took over a second (a SYN retry, or a slow accept loop).
     pub first_byte_over_1s: u64,
+    /// Streams whose connect() took over a second: the SYN-retry tail of an overflowing
+    /// listen backlog.
+    pub connect_ms: Summary,
+    pub connect_over_1s: u64,
     pub published: u64,
     pub publish_failed: u64,
     /// From the first publish to the answer to the last one: a server whose publish returns
@@ -225,6 +229,10 @@ pub async fn run(server: &str, target: &Target, s: &Scenario) -> Result<Outcome,
     ))
 }
 
+fn over_1s(h: &hdrhistogram::Histogram<u64>) -> u64 {
+    h.count_between(1_000_000, h.max().max(1_000_000))
+}
+
 /// Merges the workers' figures into one outcome.
 fn combine(
     server: &str,
@@ -235,8 +243,13 @@ fn combine(
     cpu: [procfs::Cpu; 3],
     mem: [procfs::Memory; 3],
 ) -> Outcome {
-    let (mut first_byte, mut first_event, mut since_start, mut delay) =
-        (hist::new(), hist::new(), hist::new(), hist::new());
+    let (mut connect, mut first_byte, mut first_event, mut since_start, mut delay) = (
+        hist::new(),
+        hist::new(),
+        hist::new(),
+        hist::new(),
+        hist::new(),
+    );
     let mut o = Outcome {
         server: server.into(),
         scenario: s.name.clone(),
@@ -247,6 +260,7 @@ fn combine(
         o.established += f.established;
         o.failed += f.failed;
         o.errors.extend(f.errors.iter().cloned());
+        hist::merge(&mut connect, &f.connect);
         hist::merge(&mut first_byte, &f.first_byte);
         hist::merge(&mut first_event, &f.first_event);
         hist::merge(&mut since_start, &f.first_event_since_start);
@@ -263,7 +277,9 @@ fn combine(
     o.first_byte_ms = hist::summary(&first_byte);
     o.first_event_ms = hist::summary(&first_event);
     o.all_first_event_ms = hist::summary(&since_start).max;
-    o.first_byte_over_1s = first_byte.count_between(1_000_000, first_byte.max().max(1_000_000));
+    o.first_byte_over_1s = over_1s(&first_byte);
+    o.connect_ms = hist::summary(&connect);
+    o.connect_over_1s = over_1s(&connect);
     o.delay_ms = hist::summary(&delay);
     o.published = publish.published;
     o.publish_failed = publish.failed;

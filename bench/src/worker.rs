@@ -61,6 +61,10 @@ pub struct SetupFigures {
     pub established: u64,
     pub failed: u64,
     pub errors: Vec<String>,
+    /// How long connect() took: past a second means a dropped SYN retried (the listen
+    /// backlog overflowed).
+    #[serde(default)]
+    pub connect: Buckets,
     /// From the start of connect() to the first body byte.
     pub first_byte: Buckets,
     /// From the start of connect() to the first event (a frame with data: the `ready`).
@@ -95,6 +99,7 @@ struct State {
     established: u64,
     failed: u64,
     errors: Vec<String>,
+    connect: Histogram<u64>,
     first_byte: Histogram<u64>,
     first_event: Histogram<u64>,
     first_event_since_start: Histogram<u64>,
@@ -139,6 +144,7 @@ async fn run(config: WorkerConfig) -> Result<(), String> {
         established: 0,
         failed: 0,
         errors: Vec::new(),
+        connect: hist::new(),
         first_byte: hist::new(),
         first_event: hist::new(),
         first_event_since_start: hist::new(),
@@ -187,6 +193,7 @@ async fn run(config: WorkerConfig) -> Result<(), String> {
             established: s.established,
             failed: s.failed,
             errors: s.errors.clone(),
+            connect: hist::to_buckets(&s.connect),
             first_byte: hist::to_buckets(&s.first_byte),
             first_event: hist::to_buckets(&s.first_event),
             first_event_since_start: hist::to_buckets(&s.first_event_since_start),
@@ -280,7 +287,7 @@ async fn subscribe(
     let index = config.first_index + local;
     let target = config.targets[index % config.targets.len()];
     let began = Instant::now();
-    let mut body = match open(config, index, target).await {
+    let mut body = match open(config, index, target, state).await {
         Ok(body) => body,
         Err(e) => {
             state.borrow_mut().fail(e);
@@ -337,7 +344,9 @@ async fn open(
     config: &WorkerConfig,
     index: usize,
     target: SocketAddr,
+    state: &Shared,
 ) -> Result<hyper::body::Incoming, String> {
+    let began = Instant::now();
     let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
     // A port of an earlier run's connection may still be in TIME_WAIT.
     socket
@@ -354,6 +363,10 @@ async fn open(
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| format!("connect: {e}"))?;
+    hist::record_us(
+        &mut state.borrow_mut().connect,
+        began.elapsed().as_micros() as u64,
+    );
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
