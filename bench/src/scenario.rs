@@ -84,6 +84,9 @@ pub struct Outcome {
     /// The publish phase's CPU in the kernel (system time): writes to sockets, mostly.
     pub publish_sys_s: f64,
     pub deliveries_per_cpu_s: f64,
+    /// The load generator's own CPU (all workers) in the publish phase: near the wall time
+    /// of that phase, the generator, not the server, set the pace.
+    pub generator_cpu_s: f64,
     pub rss_before_kib: u64,
     pub rss_streams_kib: u64,
     pub hwm_kib: u64,
@@ -266,6 +269,8 @@ fn combine(
         hist::merge(&mut since_start, &f.first_event_since_start);
     }
     let mut last_delivery_ns = 0;
+    o.generator_cpu_s =
+        reports.iter().map(|r| r.cpu_s).sum::<f64>() - setup.iter().map(|f| f.cpu_s).sum::<f64>();
     for r in reports {
         o.deliveries += r.deliveries;
         o.duplicated += r.duplicates;

@@ -71,6 +71,9 @@ pub struct SetupFigures {
     pub first_event: Buckets,
     /// From the common start instant to the first event (the storm's "until all").
     pub first_event_since_start: Buckets,
+    /// This worker's own CPU seconds so far (the generator's cost).
+    #[serde(default)]
+    pub cpu_s: f64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -83,6 +86,9 @@ pub struct DeliveryFigures {
     pub closed: u64,
     pub delay: Buckets,
     pub last_delivery_ns: u64,
+    /// This worker's own CPU seconds at the end.
+    #[serde(default)]
+    pub cpu_s: f64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -197,6 +203,7 @@ async fn run(config: WorkerConfig) -> Result<(), String> {
             first_byte: hist::to_buckets(&s.first_byte),
             first_event: hist::to_buckets(&s.first_event),
             first_event_since_start: hist::to_buckets(&s.first_event_since_start),
+            cpu_s: own_cpu(),
         }
     };
     say(&WorkerMsg::Ready(setup));
@@ -229,6 +236,7 @@ async fn run(config: WorkerConfig) -> Result<(), String> {
         closed: s.closed,
         delay: hist::to_buckets(&s.delay),
         last_delivery_ns: s.last_delivery_ns,
+        cpu_s: own_cpu(),
     }));
     Ok(())
 }
@@ -261,6 +269,12 @@ async fn drain(state: &Shared, published: u64, quiet_ms: u64, max_wait_ms: u64) 
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+fn own_cpu() -> f64 {
+    crate::procfs::cpu_seconds(std::process::id())
+        .map(|c| c.total())
+        .unwrap_or(0.0)
 }
 
 fn say(msg: &WorkerMsg) {
