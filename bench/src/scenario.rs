@@ -310,3 +310,107 @@ fn combine(
     }
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buckets(values_us: &[u64]) -> hist::Buckets {
+        let mut h = hist::new();
+        for &v in values_us {
+            hist::record_us(&mut h, v);
+        }
+        hist::to_buckets(&h)
+    }
+
+    #[test]
+    fn combine_sums_workers_and_derives_the_rates() {
+        let s = Scenario {
+            name: "fanout-4".into(),
+            subscribers: 4,
+            events: 10,
+            rate: Some(10.0),
+            payload: 100,
+            publish_connections: 1,
+            storm: false,
+            settle_ms: 0,
+            quiet_ms: 0,
+            max_drain_ms: 0,
+            setup_timeout_ms: 0,
+        };
+        let setup = |established, connect: &[u64]| SetupFigures {
+            established,
+            connect: buckets(connect),
+            first_byte: buckets(connect),
+            first_event: buckets(connect),
+            first_event_since_start: buckets(&[2_000, 3_000]),
+            cpu_s: 0.5,
+            ..SetupFigures::default()
+        };
+        let report = |deliveries, lost, dup, last| DeliveryFigures {
+            deliveries,
+            duplicates: dup,
+            lost,
+            closed: 0,
+            delay: buckets(&vec![1_000; deliveries as usize]),
+            last_delivery_ns: last,
+            cpu_s: 0.75,
+        };
+        let publish = publisher::Outcome {
+            published: 10,
+            first_send_ns: 1_000_000_000,
+            last_send_ns: 2_000_000_000,
+            ..publisher::Outcome::default()
+        };
+        let cpu = |t: f64| procfs::Cpu {
+            user: t / 2.0,
+            system: t / 2.0,
+        };
+        let mem = |kib| procfs::Memory {
+            rss_kib: kib,
+            hwm_kib: kib,
+        };
+        let o = combine(
+            "go",
+            &s,
+            &[setup(2, &[100, 1_500_000]), setup(2, &[200, 300])],
+            &[
+                report(20, 0, 0, 3_000_000_000),
+                report(19, 1, 0, 2_000_000_000),
+            ],
+            &publish,
+            [cpu(1.0), cpu(1.5), cpu(3.5)],
+            [mem(1000), mem(1040), mem(1100)],
+        );
+        assert_eq!(
+            (o.established, o.deliveries, o.lost, o.duplicated),
+            (4, 39, 1, 0)
+        );
+        assert_eq!(o.expected, 40);
+        assert_eq!(o.connect_over_1s, 1, "the 1.5 s connect");
+        assert!((o.all_first_event_ms - 3.0).abs() < 0.01);
+        assert!((o.setup_cpu_s - 0.5).abs() < 1e-9);
+        assert!((o.publish_cpu_s - 2.0).abs() < 1e-9);
+        assert!((o.deliveries_per_cpu_s - 19.5).abs() < 1e-9);
+        assert!(
+            (o.deliveries_per_s - 19.5).abs() < 1e-9,
+            "39 over the 2 s to the last delivery"
+        );
+        assert!((o.generator_cpu_s - 0.5).abs() < 1e-9);
+        assert!((o.publish_ms - 1000.0).abs() < 1e-9);
+        assert!((o.bytes_per_stream - 40.0 * 1024.0 / 4.0).abs() < 1e-9);
+        assert_eq!(o.problems(), ["1 events lost"]);
+    }
+
+    #[test]
+    fn a_clean_outcome_has_no_problems() {
+        assert!(Outcome::default().problems().is_empty());
+        let o = Outcome {
+            failed: 2,
+            duplicated: 1,
+            publish_failed: 1,
+            ..Outcome::default()
+        };
+        assert_eq!(o.problems().len(), 3);
+    }
+}
