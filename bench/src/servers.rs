@@ -57,6 +57,15 @@ pub fn log_path(root: &Path, name: &str, scenario: &str) -> PathBuf {
         .join(format!("{name}-{scenario}.log"))
 }
 
+/// A port nothing listens on now (the kernel's pick): fixed ports would collide with another
+/// run on the same machine, and the readiness check would then talk to the wrong server.
+pub fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
 /// Starts `name` on `port` and waits until it accepts connections.
 pub fn start(name: &str, root: &Path, port: u16, scenario: &str) -> Result<Running, String> {
     let log = log_path(root, name, scenario);
@@ -76,7 +85,10 @@ pub fn start(name: &str, root: &Path, port: u16, scenario: &str) -> Result<Runni
     let mut running = Running { child, addr };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        // Listening, and still our process (a server that could not bind has exited).
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            && matches!(running.child.try_wait(), Ok(None))
+        {
             // Let the runtime finish starting before the baseline memory is read.
             std::thread::sleep(Duration::from_millis(300));
             return Ok(running);

@@ -81,10 +81,9 @@ pub async fn run(args: Args) -> Result<(), String> {
     }
     let list = scenarios(args.quick);
     let mut outcomes: Vec<Outcome> = Vec::new();
-    let mut port = 18_100u16;
     for s in &list {
         for name in &args.servers {
-            port += 1;
+            let port = servers::free_port()?;
             eprintln!("==> {name}: {}", s.name);
             let mut running = servers::start(name, &args.root, port, &s.name)?;
             let target = Target {
