@@ -2,10 +2,12 @@
 //!
 //! Hand-written on purpose: the generator shares two cores with the server it measures, so
 //! per delivery it does only what it must: find where a frame ends (a blank line) and one
-//! marker in it. A general SSE parser such as `eventsource-stream` builds a `String` per field
-//! and per event, work the figures would then carry (not measured against it here). Frames end
-//! at an empty line after LF or CRLF (every server measured here sends LF); a lone CR is not
-//! treated as a line end.
+//! marker in it. Measured on our server's frames (`cargo run --release -p bench --example
+//! splitter_cost`): about 70 ns per frame here, against about 1,300 ns with the
+//! `eventsource-stream` crate (a `String` per field and per event), which would add about half
+//! again to the generator's whole cost per delivery (about 3 µs with hyper and the syscalls).
+//! Frames end at an empty line after LF or CRLF (every server measured here sends LF); a lone
+//! CR is not treated as a line end.
 
 use memchr::memchr_iter;
 use memchr::memmem;
