@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask setup | dev | test | publish`.
+//! Project tasks: `cargo xtask setup | dev | test | publish | bench`.
 //!
 //! Plain Rust and std::process::Command, so it runs wherever cargo runs (Linux and Windows).
 //! Every step prints `==> ...`; every failure ends the run with one `error: ...; fix: ...` line.
 
+mod bench;
 mod publish;
 mod test;
 mod tools;
@@ -39,6 +40,8 @@ enum Command {
     Test(test::TestArgs),
     /// Build the release client and the server for a target, and lay out the IIS folder
     Publish(publish::PublishArgs),
+    /// Run issue #9's benchmark: our release server against the Go, Node and Python peers
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,5 +73,6 @@ fn run_command(command: &Command) -> Res<()> {
         }
         Command::Test(args) => test::test(&ctx, args),
         Command::Publish(args) => publish::publish(&ctx, args),
+        Command::Bench(args) => bench::bench(&ctx, args),
     }
 }

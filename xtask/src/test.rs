@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::util::{self, fmt_duration, fmt_kb, note, run, step, table, Ctx, Failure, Res};
-use crate::{publish, tools};
+use crate::{bench, publish, tools};
 
 /// The release client's gzip budget (1 KB = 1024 bytes): a guard against regressions, set just
 /// above today's measured size (284.7 KB gzip, 713 KB raw, after wasm-opt -Oz). The aim is
@@ -29,6 +29,9 @@ pub struct TestArgs {
     /// Skip the Windows cross-build and its run under Wine.
     #[arg(long)]
     skip_windows: bool,
+    /// Skip the benchmark's quick mode (after the release build).
+    #[arg(long)]
+    skip_bench: bool,
     /// Skip the fuzz targets (built with nightly and cargo-fuzz, each run for 20 s).
     #[arg(long)]
     skip_fuzz: bool,
@@ -226,6 +229,14 @@ pub fn test(ctx: &Ctx, args: &TestArgs) -> Res<()> {
             )?;
         }
         steps.run("checking the release client size", || client_size(&site))?;
+        if args.skip_bench {
+            note("skipping the benchmark's quick mode");
+        } else {
+            steps.run(
+                "the benchmark in quick mode (cargo xtask bench --quick)",
+                || bench::bench(ctx, &bench::BenchArgs::quick()),
+            )?;
+        }
         iis_proof(ctx, args, &mut steps)?;
     } else {
         note("skipping the release build, its browser tests and the size check");

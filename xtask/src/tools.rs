@@ -513,10 +513,16 @@ pub fn ensure_chromium(ctx: &Ctx) -> Res<()> {
 
 /// `npm ci` in end2end/ when node_modules is missing or older than package-lock.json.
 pub fn ensure_e2e_node_modules(ctx: &Ctx) -> Res<()> {
-    step("checking end2end/node_modules");
-    let dir = ctx.root.join("end2end");
-    let lock = dir.join("package-lock.json");
-    let modules = dir.join("node_modules");
+    ensure_node_modules(ctx, "end2end", "the browser-test packages")
+}
+
+/// `npm ci` in `dir` (relative to the workspace) when its node_modules is missing or older
+/// than its package-lock.json.
+pub fn ensure_node_modules(ctx: &Ctx, dir: &str, what: &str) -> Res<()> {
+    step(format!("checking {dir}/node_modules"));
+    let path = ctx.root.join(dir);
+    let lock = path.join("package-lock.json");
+    let modules = path.join("node_modules");
     // npm writes node_modules/.package-lock.json on every install: the best "installed at".
     let marker = modules.join(".package-lock.json");
     let installed = std::fs::metadata(if marker.is_file() { &marker } else { &modules })
@@ -527,25 +533,96 @@ pub fn ensure_e2e_node_modules(ctx: &Ctx) -> Res<()> {
         .map_err(|e| {
             Failure::new(
                 format!("cannot read {} ({e})", lock.display()),
-                "run `npm install` in end2end/ to create it and commit it",
+                format!("run `npm install` in {dir}/ to create it and commit it"),
             )
         })?;
     match installed {
         Some(at) if at >= locked => {
-            note("end2end/node_modules: up to date");
+            note(format!("{dir}/node_modules: up to date"));
             return Ok(());
         }
-        Some(_) => note("end2end/node_modules is older than package-lock.json"),
-        None => note("end2end/node_modules: missing"),
+        Some(_) => note(format!(
+            "{dir}/node_modules is older than package-lock.json"
+        )),
+        None => note(format!("{dir}/node_modules: missing")),
     }
     ensure_npm(ctx)?;
-    step("installing the browser-test packages (npm ci in end2end/)");
+    step(format!("installing {what} (npm ci in {dir}/)"));
     run(
         ctx.cmd("npm")
             .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir),
-        "check the network; if package-lock.json is out of sync with package.json, run `npm install` in end2end/",
+            .current_dir(&path),
+        &format!("check the network; if package-lock.json is out of sync with package.json, run `npm install` in {dir}/"),
     )
+}
+
+/// Go (Debian's `golang-go`, 1.19 on Debian 12), for the benchmark's Go peer.
+pub fn ensure_go(ctx: &Ctx) -> Res<()> {
+    step("checking Go");
+    if let Some(out) = capture(ctx.cmd("go").arg("version")) {
+        note(out.trim());
+        return Ok(());
+    }
+    apt_install(ctx, &["golang-go"], "Go 1.19 or later (go.dev)")?;
+    if ctx.which("go").is_none() {
+        return Err(Failure::new(
+            "go is still not on PATH after installing golang-go",
+            "install Go by hand and open a new shell",
+        ));
+    }
+    Ok(())
+}
+
+/// A Python venv at `venv` with `requirements` installed; pip runs again only when the
+/// requirements file differs from the copy kept in the venv after the last install.
+pub fn ensure_python_venv(ctx: &Ctx, venv: &Path, requirements: &Path) -> Res<()> {
+    step(format!("checking the Python venv {}", venv.display()));
+    let python = venv.join("bin").join("python");
+    let stamp = venv.join("installed-requirements.txt");
+    let wanted = std::fs::read_to_string(requirements).map_err(|e| {
+        Failure::new(
+            format!("cannot read {} ({e})", requirements.display()),
+            "restore it from git",
+        )
+    })?;
+    if python.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str())
+    {
+        note("up to date");
+        return Ok(());
+    }
+    if !python.is_file() {
+        let python3 = if ctx.which("python3").is_some() {
+            "python3"
+        } else {
+            apt_install(ctx, &["python3", "python3-venv"], "Python 3.11 with venv")?;
+            "python3"
+        };
+        step("creating the venv");
+        run(
+            ctx.cmd(python3).arg("-m").arg("venv").arg(venv),
+            "install python3-venv (`apt-get install -y python3-venv`) and run again",
+        )?;
+    }
+    step(format!("installing {} with pip", requirements.display()));
+    run(
+        ctx.cmd(&python.to_string_lossy())
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(requirements),
+        "check the network and PyPI settings, then run the pip command above by hand",
+    )?;
+    std::fs::write(&stamp, wanted).map_err(|e| {
+        Failure::new(
+            format!("cannot write {} ({e})", stamp.display()),
+            "check the permissions of target/",
+        )
+    })
 }
 
 /// nginx, which the test of the shipped nginx example runs in front of the server.

@@ -1,0 +1,3 @@
+module ssebench/peer
+
+go 1.19

@@ -1,0 +1,489 @@
+//! What a run prints and writes: the terminal table, the ratios against the best peer, and
+//! BENCHMARKS.md.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::{Outcome, Scenario};
+
+/// What a run records about itself, for the JSON and BENCHMARKS.md.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Meta {
+    pub command: String,
+    pub date: String,
+    pub server_commit: String,
+    pub quick: bool,
+    pub machine: Vec<(String, String)>,
+    pub versions: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Results {
+    pub meta: Meta,
+    pub scenarios: Vec<Scenario>,
+    pub outcomes: Vec<Outcome>,
+}
+
+/// Ours against the best peer for one metric.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ratio {
+    pub best_peer: String,
+    pub best_value: f64,
+    pub ours: f64,
+    /// ours / best peer.
+    pub ratio: f64,
+}
+
+/// `values` are (server, value); "ours" is compared with the best of the others (the highest
+/// when `higher_is_better`, else the lowest). Missing or non-finite values take no part.
+pub fn ratio(values: &[(String, Option<f64>)], higher_is_better: bool) -> Option<Ratio> {
+    let ours = values
+        .iter()
+        .find(|(s, _)| s == "ours")
+        .and_then(|(_, v)| *v)
+        .filter(|v| v.is_finite())?;
+    let best = values
+        .iter()
+        .filter(|(s, _)| s != "ours")
+        .filter_map(|(s, v)| v.filter(|v| v.is_finite()).map(|v| (s, v)))
+        .reduce(|a, b| {
+            let b_better = if higher_is_better {
+                b.1 > a.1
+            } else {
+                b.1 < a.1
+            };
+            if b_better {
+                b
+            } else {
+                a
+            }
+        })?;
+    (best.1 != 0.0).then(|| Ratio {
+        best_peer: best.0.clone(),
+        best_value: best.1,
+        ours,
+        ratio: ours / best.1,
+    })
+}
+
+/// The issue's goals: which figure, from which scenario, and what "winning" means.
+pub struct Goal {
+    pub metric: &'static str,
+    pub scenario: &'static str,
+    pub higher_is_better: bool,
+    pub want: &'static str,
+    pub met: fn(&Ratio) -> bool,
+    pub value: fn(&Outcome) -> Option<f64>,
+}
+
+pub fn goals() -> Vec<Goal> {
+    vec![
+        Goal {
+            metric: "deliveries per server CPU-second",
+            scenario: "fanout-10k",
+            higher_is_better: true,
+            want: ">= 2x",
+            met: |r| r.ratio >= 2.0,
+            value: |o| (o.deliveries_per_cpu_s > 0.0).then_some(o.deliveries_per_cpu_s),
+        },
+        Goal {
+            metric: "memory per idle stream (bytes)",
+            scenario: "idle",
+            higher_is_better: false,
+            want: "<= 0.5x",
+            met: |r| r.ratio <= 0.5,
+            value: |o| (o.bytes_per_stream > 0.0).then_some(o.bytes_per_stream),
+        },
+        Goal {
+            metric: "p99 publish-to-receive delay at 10k (ms)",
+            scenario: "fanout-10k",
+            higher_is_better: false,
+            want: "<= 0.5x",
+            met: |r| r.ratio <= 0.5,
+            value: |o| (o.delay_ms.count > 0).then_some(o.delay_ms.p99),
+        },
+        Goal {
+            metric: "connect storm: all 5k have their first event (ms)",
+            scenario: "storm-5k",
+            higher_is_better: false,
+            want: "<= 0.5x",
+            met: |r| r.ratio <= 0.5,
+            value: |o| (o.failed == 0).then_some(o.all_first_event_ms),
+        },
+        Goal {
+            metric: "idle streams held by one process",
+            scenario: "idle",
+            higher_is_better: true,
+            want: "19,500",
+            met: |r| r.ours >= 19_500.0,
+            value: |o| Some(o.established as f64),
+        },
+    ]
+}
+
+fn num(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+const HEADERS: [&str; 18] = [
+    "server",
+    "scenario",
+    "streams ok/fail",
+    "first event p50/p99/all ms",
+    "SYN retries",
+    "first byte >1s",
+    "delay p50 ms",
+    "p99",
+    "p99.9",
+    "max",
+    "lost/dup",
+    "publish s",
+    "deliv/s",
+    "server CPU s",
+    "kernel %",
+    "deliv/CPU-s",
+    "generator CPU s",
+    "RSS MiB (B/stream)",
+];
+
+fn row(o: &Outcome) -> Vec<String> {
+    vec![
+        o.server.clone(),
+        o.scenario.clone(),
+        format!("{}/{}", o.established, o.failed),
+        format!(
+            "{}/{}/{}",
+            num(o.first_event_ms.p50),
+            num(o.first_event_ms.p99),
+            num(o.all_first_event_ms)
+        ),
+        o.connect_over_1s.to_string(),
+        o.first_byte_over_1s.to_string(),
+        num(o.delay_ms.p50),
+        num(o.delay_ms.p99),
+        num(o.delay_ms.p999),
+        num(o.delay_ms.max),
+        format!("{}/{}", o.lost, o.duplicated),
+        if o.published > 0 {
+            format!("{:.2}", o.publish_ms / 1000.0)
+        } else {
+            "-".into()
+        },
+        format!("{:.0}", o.deliveries_per_s),
+        format!("{:.2}+{:.2}", o.setup_cpu_s, o.publish_cpu_s),
+        // Below a few clock ticks the share means nothing.
+        if o.publish_cpu_s >= 0.05 {
+            format!("{:.0}", 100.0 * o.publish_sys_s / o.publish_cpu_s)
+        } else {
+            "-".into()
+        },
+        format!("{:.0}", o.deliveries_per_cpu_s),
+        format!("{:.2}", o.generator_cpu_s),
+        format!(
+            "{:.1} ({:.0})",
+            o.rss_streams_kib as f64 / 1024.0,
+            o.bytes_per_stream
+        ),
+    ]
+}
+
+/// The terminal table, columns right-aligned.
+pub fn table(outcomes: &[Outcome]) -> String {
+    let rows: Vec<Vec<String>> = outcomes.iter().map(row).collect();
+    let widths: Vec<usize> = (0..HEADERS.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([HEADERS[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in std::iter::once(HEADERS.map(String::from).to_vec()).chain(rows) {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:>w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    out
+}
+
+fn md_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = format!(
+        "| {} |\n|{}\n",
+        headers.join(" | "),
+        " --- |".repeat(headers.len())
+    );
+    for r in rows {
+        let _ = writeln!(out, "| {} |", r.join(" | "));
+    }
+    out
+}
+
+/// The per-scenario metrics that get an "ours / best peer" row.
+fn scenario_ratios(outcomes: &[&Outcome]) -> Vec<String> {
+    type Pick = (&'static str, bool, fn(&Outcome) -> Option<f64>);
+    let picks: [Pick; 5] = [
+        ("delay p99", false, |o| {
+            (o.delay_ms.count > 0).then_some(o.delay_ms.p99)
+        }),
+        ("deliveries/CPU-s", true, |o| {
+            (o.deliveries_per_cpu_s > 0.0).then_some(o.deliveries_per_cpu_s)
+        }),
+        ("bytes/stream", false, |o| {
+            (o.bytes_per_stream > 0.0).then_some(o.bytes_per_stream)
+        }),
+        ("all first events", false, |o| {
+            (o.established > 0).then_some(o.all_first_event_ms)
+        }),
+        ("streams held", true, |o| Some(o.established as f64)),
+    ];
+    picks
+        .iter()
+        .filter_map(|(label, higher, pick)| {
+            let values: Vec<(String, Option<f64>)> = outcomes
+                .iter()
+                .map(|o| (o.server.clone(), pick(o)))
+                .collect();
+            ratio(&values, *higher)
+                .map(|r| format!("{label} {:.2}x (best peer: {})", r.ratio, r.best_peer))
+        })
+        .collect()
+}
+
+/// Marks the part of BENCHMARKS.md a run rewrites; what is outside (notes on the causes, each
+/// change's effect) is kept from the existing file.
+pub const GENERATED_START: &str =
+    "<!-- generated by `cargo xtask bench`: edit outside these markers -->";
+pub const GENERATED_END: &str = "<!-- end of generated part -->";
+
+/// `existing` with its generated part replaced by `generated` (appended after the notes when
+/// it has none).
+pub fn splice(existing: Option<&str>, generated: &str) -> String {
+    let block = format!("{GENERATED_START}\n{generated}{GENERATED_END}\n");
+    let Some(existing) = existing else {
+        return block;
+    };
+    match (existing.find(GENERATED_START), existing.find(GENERATED_END)) {
+        (Some(a), Some(b)) if b > a => {
+            let after = &existing[b + GENERATED_END.len()..];
+            format!(
+                "{}{block}{}",
+                &existing[..a],
+                after.strip_prefix('\n').unwrap_or(after)
+            )
+        }
+        _ => format!("{block}\n{existing}"),
+    }
+}
+
+pub fn markdown(results: &Results, plot: Option<&str>) -> String {
+    let m = &results.meta;
+    let mut out =
+        String::from("# Benchmarks: SSE fan-out against the servers people would use instead\n\n");
+    let _ = writeln!(
+        out,
+        "Generated by `{}` on {} (issue #9). Server commit measured: `{}`.\n",
+        m.command, m.date, m.server_commit
+    );
+    out.push_str(
+        "The load generator (`bench/`) shares the machine's cores with the server under test, so \
+         absolute times move from run to run; the ratios, taken within one run, are the figures \
+         to compare. Every server runs every scenario as a fresh process. How each figure is \
+         measured: `bench/README.md`.\n\n## Machine\n\n",
+    );
+    let rows: Vec<Vec<String>> = m
+        .machine
+        .iter()
+        .map(|(k, v)| vec![k.clone(), v.clone()])
+        .collect();
+    out.push_str(&md_table(&["", ""], &rows));
+    out.push_str("\n## Versions\n\n");
+    let rows: Vec<Vec<String>> = m
+        .versions
+        .iter()
+        .map(|(k, v)| vec![k.clone(), v.clone()])
+        .collect();
+    out.push_str(&md_table(&["", ""], &rows));
+
+    out.push_str("\n## Against the goals of issue #9 (ours / best peer in this run)\n\n");
+    let mut rows = Vec::new();
+    for g in goals() {
+        let values: Vec<(String, Option<f64>)> = results
+            .outcomes
+            .iter()
+            .filter(|o| o.scenario == g.scenario)
+            .map(|o| (o.server.clone(), (g.value)(o)))
+            .collect();
+        let r = ratio(&values, g.higher_is_better);
+        rows.push(match r {
+            Some(r) => vec![
+                g.metric.into(),
+                g.scenario.into(),
+                num(r.ours),
+                format!("{} ({})", num(r.best_value), r.best_peer),
+                format!("{:.2}x", r.ratio),
+                g.want.into(),
+                if (g.met)(&r) { "yes" } else { "**no**" }.into(),
+            ],
+            None => vec![
+                g.metric.into(),
+                g.scenario.into(),
+                "n/a".into(),
+                "n/a".into(),
+                "".into(),
+                g.want.into(),
+                "n/a".into(),
+            ],
+        });
+    }
+    out.push_str(&md_table(
+        &[
+            "metric",
+            "scenario",
+            "ours",
+            "best peer",
+            "ratio",
+            "goal",
+            "met",
+        ],
+        &rows,
+    ));
+    if let Some(plot) = plot {
+        let _ = writeln!(
+            out,
+            "\n![publish-to-receive delay against subscribers]({plot})\n"
+        );
+    }
+    out.push_str("\n## Scenarios\n");
+    for s in &results.scenarios {
+        let of: Vec<&Outcome> = results
+            .outcomes
+            .iter()
+            .filter(|o| o.scenario == s.name)
+            .collect();
+        let what = match (s.events, s.rate) {
+            (0, _) if s.storm => format!(
+                "{} streams connecting at once, nothing published",
+                s.subscribers
+            ),
+            (0, _) => format!(
+                "{} idle streams held (memory read after {} ms)",
+                s.subscribers, s.settle_ms
+            ),
+            (n, Some(r)) => format!(
+                "{} subscribers, {n} events at {r}/s, {} B payload",
+                s.subscribers, s.payload
+            ),
+            (n, None) => format!(
+                "{} subscribers, {n} events as fast as {} publishing connections go, {} B payload",
+                s.subscribers, s.publish_connections, s.payload
+            ),
+        };
+        let _ = writeln!(out, "\n### {}: {what}\n", s.name);
+        let rows: Vec<Vec<String>> = of.iter().map(|o| row(o)).collect();
+        out.push_str(&md_table(&HEADERS, &rows));
+        let ratios = scenario_ratios(&of);
+        if !ratios.is_empty() {
+            let _ = writeln!(out, "\nOurs against the best peer: {}.", ratios.join("; "));
+        }
+        for o in &of {
+            if !o.errors.is_empty() {
+                let _ = writeln!(out, "\n{} errors: {}", o.server, o.errors.join("; "));
+            }
+        }
+    }
+    out.push_str(
+        "\nColumns: *first event* is from the start of connect() to the first frame with data \
+         (the `ready`), *all* is from the common start to the last stream's first event; *SYN \
+         retries* counts streams whose connect() took over a second (a dropped SYN retried: the \
+         listen backlog overflowed), *first byte >1s* those whose first byte came after a second \
+         (a SYN retry or a slow accept loop); *delay* is publish \
+         send time to receipt by the subscriber; *publish s* is the time from the first publish \
+         to the answer to the last; *server CPU s* is connect phase + publish phase \
+         (utime+stime of the server process), *kernel %* the share of the publish phase's CPU spent in the kernel (stime); *deliv/CPU-s* uses the publish phase; *generator CPU s* is the load generator's own CPU in the \
+         publish phase (all its workers); *RSS* is with \
+         every stream open, *B/stream* is (RSS with streams − RSS before) / streams.\n",
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(pairs: &[(&str, Option<f64>)]) -> Vec<(String, Option<f64>)> {
+        pairs.iter().map(|(s, x)| (s.to_string(), *x)).collect()
+    }
+
+    #[test]
+    fn ratio_picks_the_best_peer_each_way() {
+        let values = v(&[
+            ("ours", Some(10.0)),
+            ("go", Some(20.0)),
+            ("node", Some(40.0)),
+            ("python", None),
+        ]);
+        let lower = ratio(&values, false).expect("ratio");
+        assert_eq!(lower.best_peer, "go");
+        assert!((lower.ratio - 0.5).abs() < 1e-9);
+        let higher = ratio(&values, true).expect("ratio");
+        assert_eq!(higher.best_peer, "node");
+        assert!((higher.ratio - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn ratio_needs_ours_and_a_peer() {
+        assert_eq!(ratio(&v(&[("go", Some(1.0))]), true), None);
+        assert_eq!(ratio(&v(&[("ours", Some(1.0)), ("go", None)]), true), None);
+        assert_eq!(
+            ratio(&v(&[("ours", Some(1.0)), ("go", Some(0.0))]), false),
+            None
+        );
+        assert_eq!(
+            ratio(&v(&[("ours", Some(f64::NAN)), ("go", Some(1.0))]), false),
+            None
+        );
+    }
+
+    #[test]
+    fn splice_keeps_the_notes_around_the_generated_part() {
+        let first = splice(None, "figures 1\n");
+        assert!(first.starts_with(GENERATED_START) && first.contains("figures 1"));
+        let edited = format!("# Notes before\n{first}\n## Causes\nkept\n");
+        let second = splice(Some(&edited), "figures 2\n");
+        assert!(second.starts_with("# Notes before\n"));
+        assert!(second.contains("figures 2") && !second.contains("figures 1"));
+        assert!(second.ends_with("\n## Causes\nkept\n"), "{second}");
+        // A file without markers (hand-written): the figures go first, the text stays.
+        let third = splice(Some("old text\n"), "figures 3\n");
+        assert!(third.contains("figures 3") && third.ends_with("old text\n"));
+    }
+
+    #[test]
+    fn table_has_a_row_per_outcome() {
+        let o = Outcome {
+            server: "go".into(),
+            scenario: "fanout-200".into(),
+            ..Outcome::default()
+        };
+        let t = table(&[o.clone(), o]);
+        assert_eq!(t.lines().count(), 3);
+        assert!(t
+            .lines()
+            .nth(1)
+            .expect("row")
+            .trim_start()
+            .starts_with("go"));
+    }
+}
