@@ -1,6 +1,10 @@
 //! The live view, shared by both builds: compiled with `ssr` into the server, which renders it,
 //! and with `hydrate` into the WebAssembly client, which takes the rendered page over and keeps
 //! it live.
+//!
+//! One page, so no router: the server renders [`shell`] at the path base and writes what the
+//! page loads ([`event::PageData`]) into `<script id="page-data">`; the client reads it back
+//! before hydrating, so both render the same rows.
 
 pub mod api;
 pub mod buffering;
@@ -8,12 +12,8 @@ pub mod event;
 pub mod stream;
 mod views;
 
+use event::PageData;
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
-use leptos_router::{
-    components::{Route, Router, Routes},
-    SsrMode, StaticSegment,
-};
 
 /// The application's path base: `""` at the site root, `/live` when IIS hosts it as an
 /// application under that path. Every URL the page builds starts with it.
@@ -24,9 +24,14 @@ pub fn path_base() -> String {
     use_context::<PathBase>().map(|b| b.0).unwrap_or_default()
 }
 
-/// The HTML document. The server calls it for every page; the client hydrates `<body>` only.
+/// The HTML document. The server calls it for the page; the client hydrates `<body>` only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     let base = path_base();
+    let data = api::page_data();
+    let data_json = data.as_ref().map(event::page_data_json).unwrap_or_default();
+    if let Some(data) = data {
+        provide_context(data);
+    }
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -34,10 +39,12 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <meta name="path-base" content=base.clone()/>
+                <title>"Live events"</title>
                 <link rel="icon" type="image/svg+xml" href=format!("{base}/favicon.svg")/>
+                <link rel="stylesheet" id="leptos" href=format!("{base}/pkg/sse-live.css")/>
+                <script type="application/json" id="page-data" inner_html=data_json></script>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options root=base/>
-                <MetaTags/>
             </head>
             <body>
                 <App/>
@@ -46,20 +53,28 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-#[component]
-pub fn App() -> impl IntoView {
-    provide_meta_context();
+/// The document for a path that is not the page (the server answers it with 404).
+pub fn not_found(_options: LeptosOptions) -> impl IntoView {
     let base = path_base();
     view! {
-        <Stylesheet id="leptos" href=format!("{base}/pkg/sse-live.css")/>
-        <Title text="Live events"/>
-        <Router base=base>
-            <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
-                // Async: the server sends the page with the recent events already in it.
-                <Route path=StaticSegment("") view=views::LivePage ssr=SsrMode::Async/>
-            </Routes>
-        </Router>
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <title>"Not found"</title>
+                <link rel="stylesheet" href=format!("{base}/pkg/sse-live.css")/>
+            </head>
+            <body>
+                <p class="not-found">"Page not found. "<a href=format!("{base}/")>"The live view"</a></p>
+            </body>
+        </html>
     }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    let data = use_context::<PageData>();
+    view! { <views::LivePage data/> }
 }
 
 /// The WebAssembly entry point, called by the script that `HydrationScripts` renders.
@@ -67,25 +82,22 @@ pub fn App() -> impl IntoView {
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    let base = read_path_base();
-    if !base.is_empty() {
-        // Server functions post to `{base}/api/...` under an IIS application.
-        let _ = server_fn::client::try_set_server_url(Box::leak(base.clone().into_boxed_str()));
-    }
-    leptos::mount::hydrate_body(move || {
-        provide_context(PathBase(base));
-        view! { <App/> }
-    });
-}
-
-/// The server writes the path base into `<meta name="path-base">`; the client reads it back
-/// so both render the same URLs.
-#[cfg(feature = "hydrate")]
-fn read_path_base() -> String {
-    leptos::prelude::document()
+    let document = leptos::prelude::document();
+    let base = document
         .query_selector("meta[name=path-base]")
         .ok()
         .flatten()
         .and_then(|m| m.get_attribute("content"))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let data = document
+        .get_element_by_id("page-data")
+        .and_then(|e| e.text_content())
+        .and_then(|text| event::parse_page_data(&text));
+    leptos::mount::hydrate_body(move || {
+        provide_context(PathBase(base));
+        if let Some(data) = data {
+            provide_context(data);
+        }
+        view! { <App/> }
+    });
 }

@@ -116,7 +116,7 @@ pub struct Args {
     #[arg(long, env = "EVENTS_CORS_ORIGINS", default_value = "")]
     pub cors_origins: String,
 
-    /// Longest time to answer any request except the stream (pages, publish, server functions,
+    /// Longest time to answer any request except the stream (pages, publish, the form,
     /// files); past it the answer is 408.
     #[arg(long, env = "EVENTS_REQUEST_TIMEOUT", default_value = "30s")]
     pub request_timeout: String,

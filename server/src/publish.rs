@@ -1,5 +1,5 @@
-//! `POST /api/publish`, for scripts and curl. The page's form uses a server function that
-//! calls the same [`Hub::publish`](crate::hub::Hub::publish).
+//! `POST /api/publish`, for scripts and curl. The page's form posts to its own endpoint
+//! (`crate::backend::publish_form`) that calls the same [`Hub::publish`](crate::hub::Hub::publish).
 
 use crate::{error::ApiError, listener::Peer, state::AppState};
 use axum::{

@@ -2,31 +2,25 @@ use super::{
     controls::Controls, delay_chart::DelayChart, event_list::EventList, publish_form::PublishForm,
     status::StatusBar,
 };
-use crate::{api::load_page, event::PageData, stream};
-use leptos::prelude::*;
+use crate::{event::PageData, stream};
+use leptos::{either::Either, prelude::*};
 use std::collections::BTreeSet;
 
-/// The route: loads the page data (during server rendering; the client reads it back from the
-/// page) and then shows the live view.
+/// The page: the live view over the data the server rendered it with (see [`crate::shell`]).
 #[component]
-pub fn LivePage() -> impl IntoView {
-    let data = OnceResource::new(load_page());
+pub fn LivePage(data: Option<PageData>) -> impl IntoView {
     view! {
         <main class="live">
             <header class="top">
                 <h1>"Live events"</h1>
                 <p class="lede">"Server-Sent Events from a Rust server, rendered live by WebAssembly."</p>
             </header>
-            <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
-                {move || Suspend::new(async move {
-                    match data.await {
-                        Ok(data) => view! { <Live data/> }.into_any(),
-                        Err(e) => view! {
-                            <p class="error">"The server could not load the events: " {e.to_string()}</p>
-                        }.into_any(),
-                    }
-                })}
-            </Suspense>
+            {match data {
+                Some(data) => Either::Left(view! { <Live data/> }),
+                None => Either::Right(view! {
+                    <p class="error">"The page came without its data: reload it."</p>
+                }),
+            }}
         </main>
     }
 }
@@ -48,6 +42,7 @@ fn Live(data: PageData) -> impl IntoView {
         events,
         max_rows,
         base,
+        form_error,
     } = data;
     let feed = stream::connect(base, topics.clone(), max_rows, events);
     let view_state = ViewState {
@@ -58,7 +53,7 @@ fn Live(data: PageData) -> impl IntoView {
     view! {
         <StatusBar feed/>
         <section class="panel">
-            <PublishForm topics=topics.clone()/>
+            <PublishForm topics=topics.clone() form_error/>
             <Controls feed view_state topics/>
         </section>
         <DelayChart feed/>
