@@ -27,13 +27,6 @@ pub fn page_data_json(data: &PageData) -> String {
         .replace('<', "\\u003c")
 }
 
-#[cfg(feature = "hydrate")]
-pub fn parse_page_data(text: &str) -> Option<PageData> {
-    serde_json::from_str(text)
-        .map_err(|e| leptos::logging::error!("the page's data does not parse: {e}"))
-        .ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

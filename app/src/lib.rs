@@ -9,6 +9,8 @@
 pub mod api;
 pub mod buffering;
 pub mod event;
+#[cfg(feature = "hydrate")]
+pub mod json;
 pub mod stream;
 mod views;
 
@@ -92,7 +94,7 @@ pub fn hydrate() {
     let data = document
         .get_element_by_id("page-data")
         .and_then(|e| e.text_content())
-        .and_then(|text| event::parse_page_data(&text));
+        .and_then(|text| json::page_data(&text));
     leptos::mount::hydrate_body(move || {
         provide_context(PathBase(base));
         if let Some(data) = data {

@@ -12,7 +12,6 @@
 
 use crate::event::{LiveEvent, Ready};
 use leptos::prelude::*;
-use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 #[cfg(feature = "hydrate")]
@@ -22,7 +21,7 @@ mod leader;
 pub mod visibility;
 
 /// What the status badge shows.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Status {
     /// First connection, not yet confirmed by the server's `ready` event.
     Connecting,
@@ -195,7 +194,7 @@ pub fn connect(base: String, topics: Vec<String>, capacity: usize, seed: Vec<Liv
 
 /// One thing the stream delivered, as the connection reports it and as the leader relays it
 /// to the other tabs: the views' signals are fed from these and from nothing else.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Item {
     /// `live` is false for events replayed on resume: their delay says nothing about the path.
     Event {
@@ -366,27 +365,6 @@ mod tests {
         assert_eq!(watchdog_ms(1000), 2500);
         assert_eq!(watchdog_ms(15_000), 37_500);
         assert_eq!(watchdog_ms(u64::MAX), u32::MAX);
-    }
-
-    #[test]
-    fn relayed_items_survive_the_channel() {
-        let items = [
-            Item::Event {
-                event: ev(3),
-                live: true,
-            },
-            Item::Ready(Ready {
-                head: 9,
-                heartbeat_ms: 1000,
-            }),
-            Item::Reset,
-            Item::Status(Status::Reconnecting { in_ms: Some(500) }),
-            Item::Status(Status::Paused),
-        ];
-        for item in items {
-            let text = serde_json::to_string(&item).expect("serialises");
-            assert_eq!(serde_json::from_str::<Item>(&text).expect("parses"), item);
-        }
     }
 
     #[test]
