@@ -1,3 +1,4 @@
+use super::fixed;
 use crate::{
     buffering::{assess, Sample, Verdict},
     stream::Feed,
@@ -55,7 +56,7 @@ pub(super) fn DelayChart(feed: Feed) -> impl IntoView {
                 let delay = (s.arrived_ms - s.sent_ms).clamp(0.0, CEILING_MS);
                 let x = WIDTH * (1.0 - (now - s.arrived_ms).max(0.0) / WINDOW_MS);
                 let y = HEIGHT - 8.0 - (HEIGHT - 16.0) * (delay / CEILING_MS).sqrt();
-                view! { <circle cx=format!("{x:.1}") cy=format!("{y:.1}") r="2.5"/> }
+                view! { <circle cx=fixed(x, 1) cy=fixed(y, 1) r="2.5"/> }
             })
             .collect_view()
     };
@@ -69,7 +70,9 @@ pub(super) fn DelayChart(feed: Feed) -> impl IntoView {
         let p50 = delays[delays.len() / 2];
         let max = delays[delays.len() - 1];
         format!(
-            "median {p50:.0} ms · max {max:.0} ms over {} events",
+            "median {} ms · max {} ms over {} events",
+            fixed(p50, 0),
+            fixed(max, 0),
             delays.len()
         )
     };
@@ -86,22 +89,24 @@ pub(super) fn DelayChart(feed: Feed) -> impl IntoView {
             sent_span_ms,
             arrival_span_ms,
         } => format!(
-            "Buffered: {count} events sent over {:.1} s arrived within {arrival_span_ms:.0} ms. \
+            "Buffered: {count} events sent over {} s arrived within {} ms. \
              Something between the server and this browser holds the stream: \
              HttpPlatformHandler (use the ASP.NET Core Module), IIS dynamic compression, or a \
              proxy's response buffering. See \"Troubleshooting\" in the README.",
-            sent_span_ms / 1000.0
+            fixed(sent_span_ms / 1000.0, 1),
+            fixed(arrival_span_ms, 0),
         ),
     };
     view! {
         <section class="delay-chart">
             <h2>"Delivery delay, last minute"</h2>
-            <svg class="chart" viewBox=format!("0 0 {WIDTH} {HEIGHT}") role="img"
+            // The chart's frame is written out: WIDTH × HEIGHT, the axis 8 above the bottom.
+            <svg class="chart" viewBox="0 0 600 120" role="img"
                 aria-label="Delivery delay of each live event over the last minute">
-                <line class="axis" x1="0" y1=HEIGHT - 8.0 x2=WIDTH y2=HEIGHT - 8.0/>
+                <line class="axis" x1="0" y1="112" x2="600" y2="112"/>
                 <text class="tick" x="2" y="12">"5 s"</text>
-                <text class="tick" x="2" y=HEIGHT - 10.0>"0"</text>
-                <text class="tick" x=WIDTH - 26.0 y=HEIGHT>"now"</text>
+                <text class="tick" x="2" y="110">"0"</text>
+                <text class="tick" x="574" y="120">"now"</text>
                 <g class="points">{points}</g>
             </svg>
             <p class="delay-summary" data-testid="delay-summary">{summary}</p>

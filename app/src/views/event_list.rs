@@ -32,10 +32,10 @@ pub(super) fn EventList(feed: Feed, view_state: ViewState) -> impl IntoView {
 fn EventRow(row: Received) -> impl IntoView {
     let Received { event, delay_ms } = row;
     let delay = match delay_ms {
-        Some(ms) => format!("{:.0} ms", ms.max(0.0)),
+        Some(ms) => format!("{} ms", super::fixed(ms.max(0.0), 0)),
         None => "—".to_string(),
     };
-    let delay_attr = delay_ms.map(|ms| format!("{ms:.1}")).unwrap_or_default();
+    let delay_attr = delay_ms.map(|ms| super::fixed(ms, 1)).unwrap_or_default();
     let topic = event.topic.clone();
     view! {
         <li class="event" data-id=event.id data-topic=topic data-delay=delay_attr>
