@@ -17,8 +17,6 @@
 //! (`pagehide`). A tab that vanished without a word keeps counting as it was last seen, so a
 //! crash can only keep a stream open, never lose one.
 
-use std::collections::HashMap;
-
 /// Ten minutes.
 pub const DEFAULT_HIDDEN_RELEASE_MS: u32 = 10 * 60 * 1000;
 
@@ -41,18 +39,19 @@ pub fn hidden_release_from_query(search: &str) -> Option<u32> {
     }
 }
 
-/// What the leader knows about who is looking: its own tab, and the other tabs by id.
+/// What the leader knows about who is looking: its own tab, and the other tabs by id (a few
+/// tabs: a list is smaller in the client than a map).
 #[derive(Debug)]
 pub struct Viewers {
     own: bool,
-    others: HashMap<String, bool>,
+    others: Vec<(String, bool)>,
 }
 
 impl Viewers {
     pub fn new(own_visible: bool) -> Self {
         Viewers {
             own: own_visible,
-            others: HashMap::new(),
+            others: Vec::new(),
         }
     }
 
@@ -61,16 +60,19 @@ impl Viewers {
     }
 
     pub fn set(&mut self, tab: &str, visible: bool) {
-        self.others.insert(tab.to_string(), visible);
+        match self.others.iter_mut().find(|(t, _)| t == tab) {
+            Some((_, v)) => *v = visible,
+            None => self.others.push((tab.to_string(), visible)),
+        }
     }
 
     pub fn gone(&mut self, tab: &str) {
-        self.others.remove(tab);
+        self.others.retain(|(t, _)| t != tab);
     }
 
     /// True when no tab of the view is visible.
     pub fn all_hidden(&self) -> bool {
-        !self.own && !self.others.values().any(|v| *v)
+        !self.own && !self.others.iter().any(|(_, v)| *v)
     }
 }
 

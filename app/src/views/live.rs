@@ -4,7 +4,6 @@ use super::{
 };
 use crate::{event::PageData, stream};
 use leptos::{either::Either, prelude::*};
-use std::collections::BTreeSet;
 
 /// The page: the live view over the data the server rendered it with (see [`crate::shell`]).
 #[component]
@@ -32,7 +31,7 @@ pub(super) struct ViewState {
     /// The log as it was when the view was paused; the stream keeps filling the live one.
     pub frozen: RwSignal<Option<stream::EventLog>>,
     /// Topics the reader has switched off.
-    pub hidden: RwSignal<BTreeSet<String>>,
+    pub hidden: RwSignal<Vec<String>>,
 }
 
 #[component]
@@ -48,7 +47,7 @@ fn Live(data: PageData) -> impl IntoView {
     let view_state = ViewState {
         paused: RwSignal::new(false),
         frozen: RwSignal::new(None),
-        hidden: RwSignal::new(BTreeSet::new()),
+        hidden: RwSignal::new(Vec::new()),
     };
     view! {
         <StatusBar feed/>
