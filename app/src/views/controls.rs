@@ -29,9 +29,9 @@ pub(super) fn Controls(feed: Feed, view_state: ViewState, topics: Vec<String>) -
             <button class="pause" data-testid="pause" on:click=toggle>
                 {move || if paused.get() { "Resume" } else { "Pause" }}
             </button>
-            <Show when=move || paused.get()>
+            {move || paused.get().then(|| view! {
                 <span class="waiting" data-testid="waiting">{waiting}" new"</span>
-            </Show>
+            })}
             <fieldset class="topics">
                 <legend>"Topics"</legend>
                 {topics
