@@ -247,7 +247,7 @@ impl Tab {
             return;
         }
         self.paused = false;
-        let sink = self.sink;
+        let sink = self.sink.clone();
         let channel = self.channel.clone();
         let emit = move |item: Item| {
             sink.apply(&item);
@@ -256,13 +256,14 @@ impl Tab {
             }
         };
         // A tab that takes over, or a stream that resumes, was showing something else.
-        if sink.status() != Status::Connecting {
+        if self.sink.status() != Status::Connecting {
             emit(Item::Status(Status::Reconnecting { in_ms: None }));
         }
+        let position = self.sink.clone();
         let task = connection::run(
             self.base.clone(),
             self.topics.clone(),
-            move || sink.last_id(),
+            move || position.last_id(),
             emit,
         );
         let (task, handle) = futures::future::abortable(task);
