@@ -434,7 +434,7 @@ fn status_to_js(status: Status) -> JsValue {
         Status::Live => object(&[kind("live")]),
         Status::Reconnecting { in_ms } => object(&[
             kind("reconnecting"),
-            ("in_ms", in_ms.map_or(JsValue::NULL, |ms| JsValue::from(ms))),
+            ("in_ms", in_ms.map_or(JsValue::NULL, JsValue::from)),
         ]),
         Status::Paused => object(&[kind("paused")]),
         Status::Closed => object(&[kind("closed")]),
