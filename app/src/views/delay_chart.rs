@@ -71,7 +71,7 @@ pub(super) fn DelayChart(feed: Feed) -> impl IntoView {
         if delays.is_empty() {
             return "no live events yet".to_string();
         }
-        delays.sort_by(f64::total_cmp);
+        crate::buffering::sort_by_key_f64(&mut delays, |d| *d);
         let p50 = delays[delays.len() / 2];
         let max = delays[delays.len() - 1];
         format!(
