@@ -1,4 +1,4 @@
-use super::fixed;
+use super::{fixed, live::Clock};
 use crate::{
     buffering::{assess, Sample, Verdict},
     stream::Feed,
@@ -13,22 +13,11 @@ const HEIGHT: f64 = 120.0;
 
 /// The delivery delay of the last minute, and the verdict of the buffering detector.
 #[component]
-pub(super) fn DelayChart(feed: Feed) -> impl IntoView {
-    // Browser time, ticking once a second so old points slide out; 0 on the server.
-    let now = RwSignal::new(0.0f64);
-    Effect::new(move |_| {
-        #[cfg(feature = "hydrate")]
-        {
-            now.set(js_sys::Date::now());
-            if let Ok(handle) = set_interval_with_handle(
-                move || now.set(js_sys::Date::now()),
-                std::time::Duration::from_secs(1),
-            ) {
-                on_cleanup(move || handle.clear());
-            }
-        }
-    });
-    let samples = Memo::new(move |_| {
+pub(super) fn DelayChart(feed: Feed, clock: Clock) -> impl IntoView {
+    let now = clock.now_ms;
+    // A closure, not a memo: a few hundred rows are cheap to walk, and each memo type costs
+    // the client code.
+    let samples = move || {
         feed.log.with(|log| {
             log.rows
                 .iter()
@@ -40,34 +29,33 @@ pub(super) fn DelayChart(feed: Feed) -> impl IntoView {
                 })
                 .collect::<Vec<_>>()
         })
-    });
-    // Re-assessed as events arrive, not only on the clock: a burst is named as it lands.
-    let verdict = Memo::new(move |_| {
-        let latest = samples.with(|s| s.iter().map(|s| s.arrived_ms).fold(0.0, f64::max));
-        assess(&samples.get(), now.get().max(latest), WINDOW_MS)
-    });
+    };
+    // Re-assessed as events arrive, not only on the clock: a burst is named as it lands. A
+    // closure its three readers each call (once per render at most, see `stream::Sink`).
+    let verdict = move || {
+        let samples = samples();
+        let latest = samples.iter().map(|s| s.arrived_ms).fold(0.0, f64::max);
+        assess(&samples, now.get().max(latest), WINDOW_MS)
+    };
     // One path of zero-length segments with round caps, a dot per event: one attribute to
     // set per update instead of an element per event (the page may take hundreds a second).
     let points = move || {
         let now = now.get();
-        samples.with(|samples| {
-            let mut d = String::new();
-            for s in samples.iter().filter(|s| now - s.arrived_ms <= WINDOW_MS) {
-                let delay = (s.arrived_ms - s.sent_ms).clamp(0.0, CEILING_MS);
-                let x = WIDTH * (1.0 - (now - s.arrived_ms).max(0.0) / WINDOW_MS);
-                let y = HEIGHT - 8.0 - (HEIGHT - 16.0) * (delay / CEILING_MS).sqrt();
-                d.push('M');
-                d.push_str(&fixed(x, 1));
-                d.push(' ');
-                d.push_str(&fixed(y, 1));
-                d.push_str("h0");
-            }
-            d
-        })
+        let mut d = String::new();
+        for s in samples().iter().filter(|s| now - s.arrived_ms <= WINDOW_MS) {
+            let delay = (s.arrived_ms - s.sent_ms).clamp(0.0, CEILING_MS);
+            let x = WIDTH * (1.0 - (now - s.arrived_ms).max(0.0) / WINDOW_MS);
+            let y = HEIGHT - 8.0 - (HEIGHT - 16.0) * (delay / CEILING_MS).sqrt();
+            d.push('M');
+            d.push_str(&fixed(x, 1));
+            d.push(' ');
+            d.push_str(&fixed(y, 1));
+            d.push_str("h0");
+        }
+        d
     };
     let summary = move || {
-        let mut delays: Vec<f64> =
-            samples.with(|s| s.iter().map(|s| s.arrived_ms - s.sent_ms).collect());
+        let mut delays: Vec<f64> = samples().iter().map(|s| s.arrived_ms - s.sent_ms).collect();
         if delays.is_empty() {
             return "no live events yet".to_string();
         }
@@ -81,12 +69,12 @@ pub(super) fn DelayChart(feed: Feed) -> impl IntoView {
             delays.len()
         )
     };
-    let verdict_class = move || match verdict.get() {
+    let verdict_class = move || match verdict() {
         Verdict::Measuring => "measuring",
         Verdict::Live => "live",
         Verdict::Buffered { .. } => "buffered",
     };
-    let verdict_text = move || match verdict.get() {
+    let verdict_text = move || match verdict() {
         Verdict::Measuring => "Measuring the delivery…".to_string(),
         Verdict::Live => "Events arrive as they are sent.".to_string(),
         Verdict::Buffered {

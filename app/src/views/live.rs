@@ -34,6 +34,45 @@ pub(super) struct ViewState {
     pub hidden: RwSignal<Vec<String>>,
 }
 
+/// The page's one timer: browser time and the events of the last second, updated once a
+/// second in the browser (so old points slide out of the chart and the rate counts); both 0
+/// in the server-rendered page.
+#[derive(Clone, Copy)]
+pub(super) struct Clock {
+    pub now_ms: RwSignal<f64>,
+    pub rate: RwSignal<u64>,
+}
+
+impl Clock {
+    fn start(feed: stream::Feed) -> Clock {
+        let clock = Clock {
+            now_ms: RwSignal::new(0.0),
+            rate: RwSignal::new(0),
+        };
+        Effect::new(move |_| {
+            #[cfg(feature = "hydrate")]
+            {
+                let received = move || feed.log.with_untracked(|l| l.received);
+                let previous = std::cell::Cell::new(received());
+                clock.now_ms.set(js_sys::Date::now());
+                if let Ok(handle) = set_interval_with_handle(
+                    move || {
+                        clock.now_ms.set(js_sys::Date::now());
+                        let now = received();
+                        clock.rate.set(now.saturating_sub(previous.replace(now)));
+                    },
+                    std::time::Duration::from_secs(1),
+                ) {
+                    on_cleanup(move || handle.clear());
+                }
+            }
+            #[cfg(not(feature = "hydrate"))]
+            let _ = feed;
+        });
+        clock
+    }
+}
+
 #[component]
 fn Live(data: PageData) -> impl IntoView {
     let PageData {
@@ -49,13 +88,14 @@ fn Live(data: PageData) -> impl IntoView {
         frozen: RwSignal::new(None),
         hidden: RwSignal::new(Vec::new()),
     };
+    let clock = Clock::start(feed);
     view! {
-        <StatusBar feed/>
+        <StatusBar feed clock/>
         <section class="panel">
             <PublishForm topics=topics.clone() form_error/>
             <Controls feed view_state topics/>
         </section>
-        <DelayChart feed/>
+        <DelayChart feed clock/>
         <EventList feed view_state/>
     }
 }
