@@ -41,7 +41,10 @@ pub(super) async fn run(
         let mut source = match Source::open(&url, &names) {
             Ok(s) => s,
             Err(e) => {
-                leptos::logging::error!("cannot open the event stream {url}: {e:?}");
+                web_sys::console::error_2(
+                    &format!("cannot open the event stream {url}:").into(),
+                    &e,
+                );
                 emit(Item::Status(Status::Closed));
                 return;
             }
@@ -180,7 +183,7 @@ impl Source {
             .add_event_listener_with_callback(name, f.as_ref().unchecked_ref())
         {
             Ok(()) => self.listeners.push((name.to_string(), f)),
-            Err(e) => leptos::logging::error!("cannot listen for '{name}': {e:?}"),
+            Err(e) => web_sys::console::error_2(&format!("cannot listen for '{name}':").into(), &e),
         }
     }
 }

@@ -533,7 +533,11 @@ impl Lock {
             .ok()?;
         // Should the request ever fail, this tab leads alone rather than wait for nothing.
         let on_fail = Closure::once_into_js(move |e: JsValue| {
-            leptos::logging::warn!("the Web Lock request failed ({e:?}); this tab streams alone");
+            // The error itself goes to the console as an object (no Debug formatting in the wasm).
+            web_sys::console::warn_2(
+                &"the Web Lock request failed; this tab streams alone:".into(),
+                &e,
+            );
             let _ = tx.unbounded_send(Input::Lead);
         });
         if let Some(catch) =
