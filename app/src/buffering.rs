@@ -44,7 +44,7 @@ pub fn assess(samples: &[Sample], now_ms: f64, window_ms: f64) -> Verdict {
     if recent.len() < MIN_BURST {
         return Verdict::Measuring;
     }
-    recent.sort_by(|a, b| a.arrived_ms.total_cmp(&b.arrived_ms));
+    sort_by_key_f64(&mut recent, |s| s.arrived_ms);
     let mut worst: Option<Verdict> = None;
     let mut start = 0;
     for end in 1..=recent.len() {
@@ -84,6 +84,22 @@ pub fn assess(samples: &[Sample], now_ms: f64, window_ms: f64) -> Verdict {
         }
     }
     worst.unwrap_or(Verdict::Live)
+}
+
+/// Sorts by an `f64` key (`total_cmp` order), stable. An insertion sort: the page's samples
+/// come nearly in order (newest first, reversed) and are at most a few hundred, and the
+/// standard library's sort is several kilobytes of the WebAssembly client.
+pub fn sort_by_key_f64<T: Copy>(items: &mut [T], key: impl Fn(&T) -> f64) {
+    for i in 1..items.len() {
+        let item = items[i];
+        let k = key(&item);
+        let mut j = i;
+        while j > 0 && key(&items[j - 1]).total_cmp(&k).is_gt() {
+            items[j] = items[j - 1];
+            j -= 1;
+        }
+        items[j] = item;
+    }
 }
 
 #[cfg(test)]
@@ -134,6 +150,16 @@ mod tests {
         // Fifty events published in 200 ms arrive together, as they should.
         let s = steady(50, 4.0, |_| 2.0);
         assert_eq!(assess(&s, 1_000_300.0, 60_000.0), Verdict::Live);
+    }
+
+    #[test]
+    fn the_insertion_sort_sorts() {
+        let mut v = [3.0, -1.0, 2.5, 2.5, 10.0, 0.0, -7.25];
+        sort_by_key_f64(&mut v, |x| *x);
+        assert_eq!(v, [-7.25, -1.0, 0.0, 2.5, 2.5, 3.0, 10.0]);
+        let mut pairs = [(1.0, 'a'), (0.0, 'b'), (1.0, 'c')];
+        sort_by_key_f64(&mut pairs, |p| p.0);
+        assert_eq!(pairs, [(0.0, 'b'), (1.0, 'a'), (1.0, 'c')], "stable");
     }
 
     #[test]

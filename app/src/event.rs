@@ -3,7 +3,8 @@
 pub use events_core::event::*;
 use serde::{Deserialize, Serialize};
 
-/// What the page needs to render and then go live, fetched once by the page's server function.
+/// What the page needs to render and then go live. The server writes it into the page as JSON
+/// (`<script type="application/json" id="page-data">`); the client reads it back to hydrate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PageData {
     /// Topics the server accepts; the client listens for exactly these event names.
@@ -14,4 +15,41 @@ pub struct PageData {
     pub max_rows: usize,
     /// The application's path base (`""` at the site root, `/live` under an IIS application).
     pub base: String,
+    /// Why the form post that led here was refused (a form posted without JavaScript comes
+    /// back to the page with its error).
+    pub form_error: Option<String>,
+}
+
+/// The page data as JSON that is safe inside `<script>`: no `<` can end the element early.
+pub fn page_data_json(data: &PageData) -> String {
+    serde_json::to_string(data)
+        .unwrap_or_default()
+        .replace('<', "\\u003c")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_data_cannot_close_its_script() {
+        let data = PageData {
+            topics: vec!["chat".into()],
+            events: vec![LiveEvent {
+                id: 1,
+                topic: "chat".into(),
+                text: "</script><script>alert(1)</script>".into(),
+                sent_ms: 2,
+            }],
+            max_rows: 10,
+            base: String::new(),
+            form_error: None,
+        };
+        let json = page_data_json(&data);
+        assert!(!json.contains('<'), "{json}");
+        assert_eq!(
+            serde_json::from_str::<PageData>(&json).expect("parses"),
+            data
+        );
+    }
 }

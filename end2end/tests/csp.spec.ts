@@ -15,7 +15,7 @@ test('the live page runs under its CSP without a single violation', async ({ pag
   expect(csp).toContain("connect-src 'self';");
   expect(csp).toMatch(/script-src 'self' 'nonce-[A-Za-z0-9_-]+' 'wasm-unsafe-eval'/);
   await expect(page.getByTestId('status')).toHaveText('live');
-  // Exercise what the page does: the stream, a server function (the form), the chart.
+  // Exercise what the page does: the stream, the form (a fetch), the chart.
   const p = await server.publish('chat', 'under the policy');
   await expect(page.locator(`li.event[data-id="${p.id}"]`)).toHaveCount(1);
   await page.getByTestId('publish-text').fill('from the form');

@@ -19,7 +19,7 @@ test('the form publishes and the row appears', async ({ page }) => {
 test.describe('refusals', () => {
   test.use({
     serverOptions: { maxText: 16 },
-    // A refused server function answers with an error status, which Chromium logs.
+    // A refused form post answers with an error status, which Chromium logs.
     allowedConsoleErrors: [/Failed to load resource: the server responded with a status of (400|500)/],
   });
 

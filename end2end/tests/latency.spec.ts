@@ -3,7 +3,7 @@
 // (and at the next animation frame, when it can be painted). One clock, no test-runner hops.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { test, expect, openLive, RESULTS_DIR } from './server';
+import { test, expect, openLive, RESULTS_DIR, stats } from './server';
 
 const EVENTS = 20;
 
@@ -17,15 +17,6 @@ interface Sample {
   frame_ms: number;
   /** The page's own figure: browser clock minus the server's send time. */
   data_delay_ms: number;
-}
-
-function stats(values: number[]) {
-  const s = [...values].sort((a, b) => a - b);
-  const rank = (p: number) => s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)];
-  const round = (v: number) => Math.round(v * 100) / 100;
-  const mid = s.length / 2;
-  const median = s.length % 2 ? s[Math.floor(mid)] : (s[mid - 1] + s[mid]) / 2;
-  return { median: round(median), p95: round(rank(0.95)), min: round(s[0]), max: round(s.at(-1)!) };
 }
 
 test('publish → row visible latency', async ({ page, server }) => {

@@ -17,6 +17,9 @@ export const RESULTS_DIR = path.join(END2END_DIR, 'results');
 
 const SERVER_BIN = path.resolve(END2END_DIR, process.env.SERVER_BIN ?? '../target/debug/server');
 const SITE_ROOT = path.resolve(END2END_DIR, process.env.SITE_ROOT ?? '../target/site');
+/** The server (and so, with `cargo leptos build --release`, the client) is a release build. */
+export const IS_RELEASE = /[\\/]release[\\/]/.test(SERVER_BIN);
+export const SERVER_BIN_PATH = SERVER_BIN;
 
 export interface ServerOptions {
   /** EVENTS_TICK: `off` (the default here, so tests see only their own events), `500ms`, ... */
@@ -271,6 +274,16 @@ export { expect };
 export async function openLive(page: Page): Promise<void> {
   await page.goto('/');
   await expect(page.getByTestId('status')).toHaveText('live');
+}
+
+/** Median, p95, min and max, rounded to 0.01. */
+export function stats(values: number[]) {
+  const s = [...values].sort((a, b) => a - b);
+  const rank = (p: number) => s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)];
+  const round = (v: number) => Math.round(v * 100) / 100;
+  const mid = s.length / 2;
+  const median = s.length % 2 ? s[Math.floor(mid)] : (s[mid - 1] + s[mid]) / 2;
+  return { median: round(median), p95: round(rank(0.95)), min: round(s[0]), max: round(s.at(-1)!) };
 }
 
 /** `data-id`s of the rows in the list, top to bottom. */

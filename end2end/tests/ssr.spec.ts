@@ -32,7 +32,7 @@ test.describe('without JavaScript', () => {
     await page.getByTestId('publish-topic').selectOption('alert');
     await page.getByTestId('publish-text').fill('posted without JavaScript');
     await page.getByTestId('publish-submit').click();
-    // The server function redirects back to the page, which now renders the new row.
+    // The form endpoint redirects back to the page, which now renders the new row.
     await expect(page.locator('li.event .text')).toHaveText(['posted without JavaScript']);
     await expect(page.locator('li.event')).toHaveAttribute('data-topic', 'alert');
     expect(server.hasExited).toBe(false);

@@ -1,92 +1,131 @@
-//! What the page's server functions reach: the event bus, through the app crate's `EventBackend`,
-//! with the same checks as `POST /api/publish` except the publish key, which the page's own
-//! users do not have: the form takes same-origin browser posts instead (see [`same_origin`]).
+//! The page's side of the server: the data it renders with (through the app crate's
+//! `EventBackend`) and the endpoint of its publish form, `POST {base}/api/publish_event`.
+//!
+//! The form goes through the same event bus and the same checks as `POST /api/publish` except the
+//! publish key, which the page's own users do not have: the form takes same-origin browser
+//! posts instead (see [`same_origin`]).
 
-use crate::{listener::Peer, state::AppState};
-use app::{
-    api::{EventBackend, PublishFuture, Refusal},
-    event::PageData,
-};
+use crate::{error::ApiError, listener::Peer, publish::Published, state::AppState};
+use app::{api::EventBackend, event::PageData};
 use axum::{
-    extract::ConnectInfo,
-    http::{header, request::Parts, HeaderMap},
+    extract::{rejection::FormRejection, ConnectInfo, Query, State},
+    http::{header, request::Parts, HeaderMap, StatusCode},
+    response::{IntoResponse, Redirect, Response},
+    Form, Json,
 };
-use std::net::SocketAddr;
+use serde::Deserialize;
+use std::{collections::HashMap, net::SocketAddr};
+
+/// The query parameter that carries a refused plain form post's error back to the page.
+pub const FORM_ERROR_PARAM: &str = "publish_error";
 
 pub struct PageBackend {
     pub state: AppState,
 }
 
-fn refuse(status: u16, message: impl Into<String>) -> Refusal {
-    Refusal {
-        status,
-        message: message.into(),
-    }
-}
-
 impl EventBackend for PageBackend {
-    fn publish(&self, topic: String, text: String) -> PublishFuture {
-        // The request is read from the context now, before anything awaits.
-        let request = leptos::prelude::use_context::<Parts>()
-            .ok_or_else(|| refuse(500, "server misconfigured: no request in context"))
-            .and_then(|parts| {
-                let peer = parts
-                    .extensions
-                    .get::<ConnectInfo<Peer>>()
-                    .map(|c| c.0 .0)
-                    .ok_or_else(|| refuse(500, "server misconfigured: no peer address"))?;
-                Ok((
-                    self.state.client_addr(peer, &parts.headers),
-                    self.check(&parts.headers, peer),
-                ))
-            });
-        let bus = self.state.bus.clone();
-        Box::pin(async move {
-            let (client, checked) = request?;
-            let outcome = match checked {
-                Ok(()) => bus
-                    .publish(&topic, &text)
-                    .await
-                    .map_err(|e| refuse(e.status(), e.to_string())),
-                Err(refusal) => Err(refusal),
-            };
-            match outcome {
-                Ok(event) => {
-                    tracing::info!(%client, id = event.id, topic = %event.topic, bytes = event.text.len(), via = "form", "published");
-                    Ok(event)
-                }
-                Err(refusal) => {
-                    tracing::warn!(%client, status = refusal.status, error = %refusal.message, via = "form", "publish refused");
-                    Err(refusal)
-                }
-            }
-        })
-    }
-
     fn page_data(&self) -> PageData {
         let config = &self.state.config;
+        let form_error = leptos::prelude::use_context::<Parts>().and_then(|parts| {
+            Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+                .ok()
+                .and_then(|Query(mut q)| q.remove(FORM_ERROR_PARAM))
+        });
         PageData {
             topics: config.topics.clone(),
             events: self.state.hub.recent(config.page_rows),
             max_rows: config.page_rows,
             base: config.path_base.clone(),
+            form_error,
         }
     }
 }
 
-impl PageBackend {
-    fn check(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Refusal> {
-        if self.state.config.publish_key.is_some() && !same_origin(headers) {
-            return Err(refuse(
-                403,
-                "with a publish key set, the form takes posts from this site's own pages only",
-            ));
+#[derive(Deserialize)]
+pub struct FormPost {
+    topic: String,
+    text: String,
+}
+
+/// `POST {base}/api/publish_event`, `application/x-www-form-urlencoded` (`topic`, `text`).
+///
+/// A browser's plain form post (it accepts `text/html`: the page has no JavaScript yet) is
+/// sent back to the page with `303 See Other`, the refusal in `?publish_error=`, so the page
+/// it gets shows the new row or the error. The hydrated page posts with `fetch` and
+/// `Accept: application/json`: `200 {"id", "topic", "sent_ms"}`, or the refusal's status and
+/// `{"error"}` as `POST /api/publish` answers it.
+pub async fn publish_form(
+    State(state): State<AppState>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    body: Result<Form<FormPost>, FormRejection>,
+) -> Response {
+    let plain_form_post = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    let client = state.client_addr(peer, &headers);
+    let outcome = match check(&state, &headers, peer)
+        .and_then(|()| body.map_err(|e| ApiError::new(e.status(), e.body_text())))
+    {
+        Ok(Form(post)) => state
+            .bus
+            .publish(&post.topic, &post.text)
+            .await
+            .map_err(|e| {
+                let status =
+                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                ApiError::new(status, e.to_string())
+            }),
+        Err(refusal) => Err(refusal),
+    };
+    let page = format!("{}/", state.config.path_base);
+    match outcome {
+        Ok(event) => {
+            tracing::info!(%client, id = event.id, topic = %event.topic, bytes = event.text.len(), via = "form", "published");
+            if plain_form_post {
+                return Redirect::to(&page).into_response();
+            }
+            Json(Published {
+                id: event.id,
+                topic: event.topic.clone(),
+                sent_ms: event.sent_ms,
+            })
+            .into_response()
         }
-        self.state
-            .publish_limit
-            .check(self.state.client_ip(peer, headers))
-            .map_err(|e| refuse(e.status.as_u16(), e.message))
+        Err(refusal) if plain_form_post => {
+            tracing::warn!(%client, status = refusal.status.as_u16(), error = %refusal.message, via = "form", "publish refused");
+            let to = format!(
+                "{page}?{FORM_ERROR_PARAM}={}",
+                percent_encode(&refusal.message)
+            );
+            Redirect::to(&to).into_response()
+        }
+        Err(refusal) => refusal.into_response(),
     }
+}
+
+fn check(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
+    if state.config.publish_key.is_some() && !same_origin(headers) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "with a publish key set, the form takes posts from this site's own pages only",
+        ));
+    }
+    state.publish_limit.check(state.client_ip(peer, headers))
+}
+
+/// Every byte but the unreserved ones (RFC 3986) as `%XX`: safe in a query value.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A post made by a page of this site: browsers send `Origin` with every form post and
@@ -107,6 +146,20 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_survives_the_redirect() {
+        let message = "text is longer than 16 bytes & 'quoted' é";
+        let encoded = percent_encode(message);
+        assert!(encoded
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"%-_.~".contains(&b)));
+        let uri: axum::http::Uri = format!("/?{FORM_ERROR_PARAM}={encoded}")
+            .parse()
+            .expect("uri");
+        let Query(q) = Query::<HashMap<String, String>>::try_from_uri(&uri).expect("query");
+        assert_eq!(q[FORM_ERROR_PARAM], message);
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -7,7 +7,7 @@
 //! listed origin; [`only_listed`] then takes every `access-control-*` header off answers to
 //! any other origin (the layer would still send `allow-credentials` and the preflight's
 //! methods and headers), so an unlisted site learns nothing and the browser blocks it.
-//! Nothing else is opened cross-origin: pages, server functions and files stay same-origin.
+//! Nothing else is opened cross-origin: pages, the form and files stay same-origin.
 
 use axum::{
     extract::{Request, State},

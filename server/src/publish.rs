@@ -1,5 +1,5 @@
-//! `POST /api/publish`, for scripts and curl. The page's form uses a server function that
-//! calls the same [`Bus::publish`](crate::bus::Bus::publish).
+//! `POST /api/publish`, for scripts and curl. The page's form posts to its own endpoint
+//! (`crate::backend::publish_form`) that calls the same [`Bus::publish`](crate::bus::Bus::publish).
 
 use crate::{error::ApiError, listener::Peer, state::AppState};
 use axum::{

@@ -1,18 +1,21 @@
-//! The router: the stream and publish endpoints, the Leptos page and its server functions,
-//! the operator's figures and the client's static files, all under the path base.
+//! The router: the stream and publish endpoints, the Leptos page and its form, the operator's
+//! figures and the client's static files, all under the path base.
 
-use crate::{backend::PageBackend, cors, iis, metrics, publish, security, sse, state::AppState};
-use app::{api::Backend, shell, App, Instance, PathBase};
+use crate::{
+    backend::{self, PageBackend},
+    cors, iis, metrics, publish, security, sse,
+    state::AppState,
+};
+use app::{api::Backend, not_found, shell, Instance, PathBase};
 use axum::{
     extract::DefaultBodyLimit,
-    http::{header, request::Parts, HeaderValue, StatusCode},
+    http::{header, HeaderValue, StatusCode},
     middleware,
     routing::{get, post},
     Router,
 };
 use leptos::prelude::provide_context;
-use leptos_axum::{file_and_error_handler_with_context, generate_route_list, LeptosRoutes};
-use leptos_router::location::RequestUrl;
+use leptos_axum::{file_and_error_handler_with_context, render_app_to_stream_with_context};
 use std::sync::Arc;
 use tower_http::{
     compression::CompressionLayer, set_header::SetResponseHeaderLayer, timeout::TimeoutLayer,
@@ -31,17 +34,18 @@ pub fn router(state: AppState) -> Router {
             provide_context(backend.clone());
             provide_context(PathBase(base.clone()));
             provide_context(instance.clone());
-            if let Some(parts) = leptos::prelude::use_context::<Parts>() {
-                if !base.is_empty() {
-                    // `nest` strips the base from the URI, but the page's router matches the
-                    // full path (the browser's location): give it back for rendering.
-                    let rest = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-                    provide_context(RequestUrl::new(&format!("http://leptos.dev{base}{rest}")));
-                }
-            }
         }
     };
-    let routes = generate_route_list(App);
+    // Leptos spawns its rendering tasks on this executor (its route list set it up before
+    // the page lost its router). A second call, as in tests that build several routers, is a
+    // harmless error.
+    let _ = any_spawner::Executor::init_tokio();
+    // One page, so no router in the app: the page is the root of the path base, anything
+    // else that is not a file is 404.
+    let page = render_app_to_stream_with_context(context.clone(), {
+        let options = state.leptos.clone();
+        move || shell(options.clone())
+    });
     // JSON may escape each byte of text into six (`\u0000`): room for the longest valid text.
     let publish_limit = state.config.max_text.saturating_mul(6).saturating_add(1024);
 
@@ -54,17 +58,19 @@ pub fn router(state: AppState) -> Router {
         publish = publish.layer(cors.layer).layer(only_listed);
     }
 
-    let mut timed = Router::new().route("/api/publish", publish);
+    let mut timed = Router::new()
+        .route("/", get(page))
+        .route("/api/publish", publish)
+        .route(
+            app::api::FORM_PATH,
+            post(backend::publish_form).layer(DefaultBodyLimit::max(publish_limit)),
+        );
     if state.metrics.is_some() {
         timed = timed.route("/metrics", get(metrics::render));
     }
     let timed = timed
-        .leptos_routes_with_context(&state, routes, context.clone(), {
-            let options = state.leptos.clone();
-            move || shell(options.clone())
-        })
         .fallback(file_and_error_handler_with_context::<AppState, _>(
-            context, shell,
+            context, not_found,
         ))
         // A bound on how long anything but the stream may take to answer (a stuck render, a
         // publisher that trickles its body). It covers everything added above, the fallback

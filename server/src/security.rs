@@ -7,7 +7,7 @@ use leptos_axum::ResponseOptions;
 
 /// The page's policy. Scripts: our own files and the inline hydration script that carries
 /// this response's nonce; `'wasm-unsafe-eval'` lets the client compile its WebAssembly.
-/// `connect-src 'self'` is all the client needs (the stream, server functions); under
+/// `connect-src 'self'` is all the client needs (the stream, the form's fetch); under
 /// `cargo leptos watch` the live-reload socket is added.
 pub fn content_security_policy(nonce: &str, options: &LeptosOptions) -> String {
     let mut connect = String::from("'self'");

@@ -184,14 +184,14 @@ async fn everything_works_under_a_path_base() {
     let id = server.publish("chat", "under /live").await;
     assert_eq!(next_event(&mut s).await.id, id.to_string());
 
-    // The page's server function for the form, as the browser posts it.
+    // The page's form endpoint, as the hydrated page posts it.
     let form = server
         .request(Method::POST, "/api/publish_event")
         .header("Accept", "application/json")
         .form(&[("topic", "alert"), ("text", "from the form")])
         .send()
         .await
-        .expect("server function");
+        .expect("form post");
     assert_eq!(form.status(), 200, "{:?}", form.text().await);
     let ev = next_event(&mut s).await;
     assert_eq!(ev.event, "alert");

@@ -12,7 +12,7 @@
 //! network change) even though the socket looks fine; it is closed and opened again.
 
 use super::{backoff_ms, stream_url, watchdog_ms, Item, Status};
-use crate::event::{LiveEvent, Ready, PING_EVENT, READY_EVENT, RESET_EVENT};
+use crate::event::{PING_EVENT, READY_EVENT, RESET_EVENT};
 use futures::{
     channel::mpsc,
     future::{select, Either},
@@ -41,7 +41,10 @@ pub(super) async fn run(
         let mut source = match Source::open(&url, &names) {
             Ok(s) => s,
             Err(e) => {
-                leptos::logging::error!("cannot open the event stream {url}: {e:?}");
+                web_sys::console::error_2(
+                    &format!("cannot open the event stream {url}:").into(),
+                    &e,
+                );
                 emit(Item::Status(Status::Closed));
                 return;
             }
@@ -79,7 +82,7 @@ pub(super) async fn run(
                     READY_EVENT => {
                         replaying = false;
                         attempt = 0;
-                        if let Some(ready) = parse::<Ready>(&data) {
+                        if let Some(ready) = parse(&data, crate::json::ready) {
                             heartbeat_ms = Some(ready.heartbeat_ms);
                             emit(Item::Ready(ready));
                         }
@@ -87,7 +90,7 @@ pub(super) async fn run(
                     }
                     RESET_EVENT => emit(Item::Reset),
                     _ => {
-                        if let Some(event) = parse::<LiveEvent>(&data) {
+                        if let Some(event) = parse(&data, crate::json::live_event) {
                             emit(Item::Event {
                                 event,
                                 live: !replaying,
@@ -105,14 +108,12 @@ pub(super) async fn run(
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(data: &str) -> Option<T> {
-    match serde_json::from_str(data) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            leptos::logging::warn!("ignoring an event that does not parse: {e}");
-            None
-        }
+fn parse<T>(data: &str, read: fn(&wasm_bindgen::JsValue) -> Option<T>) -> Option<T> {
+    let parsed = crate::json::parse(data).and_then(|v| read(&v));
+    if parsed.is_none() {
+        leptos::logging::warn!("ignoring an event that does not parse: {data}");
     }
+    parsed
 }
 
 enum Incoming {
@@ -182,7 +183,7 @@ impl Source {
             .add_event_listener_with_callback(name, f.as_ref().unchecked_ref())
         {
             Ok(()) => self.listeners.push((name.to_string(), f)),
-            Err(e) => leptos::logging::error!("cannot listen for '{name}': {e:?}"),
+            Err(e) => web_sys::console::error_2(&format!("cannot listen for '{name}':").into(), &e),
         }
     }
 }

@@ -28,17 +28,18 @@
 
 use super::{connection, visibility, Item, Sink, Status};
 use crate::event::LiveEvent;
+use crate::json::{self, from_number, object};
 use futures::{
     channel::mpsc::{self, UnboundedSender},
     future::AbortHandle,
     StreamExt,
 };
-use serde::{Deserialize, Serialize};
 use std::{cell::RefCell, rc::Rc};
 use wasm_bindgen::{prelude::Closure, JsCast, JsValue};
 
-/// What the tabs say to each other over the channel (as JSON text).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// What the tabs say to each other over the channel, as plain JavaScript objects (see
+/// [`Relay::to_js`]).
+#[derive(Clone, Debug)]
 enum Relay {
     /// Leader to all: one item, as it arrived from the stream.
     Item(Item),
@@ -246,7 +247,7 @@ impl Tab {
             return;
         }
         self.paused = false;
-        let sink = self.sink;
+        let sink = self.sink.clone();
         let channel = self.channel.clone();
         let emit = move |item: Item| {
             sink.apply(&item);
@@ -255,13 +256,14 @@ impl Tab {
             }
         };
         // A tab that takes over, or a stream that resumes, was showing something else.
-        if sink.status() != Status::Connecting {
+        if self.sink.status() != Status::Connecting {
             emit(Item::Status(Status::Reconnecting { in_ms: None }));
         }
+        let position = self.sink.clone();
         let task = connection::run(
             self.base.clone(),
             self.topics.clone(),
-            move || sink.last_id(),
+            move || position.last_id(),
             emit,
         );
         let (task, handle) = futures::future::abortable(task);
@@ -333,6 +335,126 @@ fn set_role(role: &str) {
     }
 }
 
+/// The relay's shape on the channel: `{"relay": kind, ...fields}`, items as
+/// `{"item": kind, ...}`, statuses as `{"status": kind, "in_ms"?}`, events as the stream
+/// carries them. Anything else (another version of the page) reads as `None`.
+impl Relay {
+    fn to_js(&self) -> JsValue {
+        let text = |s: &str| JsValue::from_str(s);
+        match self {
+            Relay::Item(item) => object(&[("relay", text("item")), ("item", item_to_js(item))]),
+            Relay::Sync {
+                rows,
+                last_id,
+                status,
+            } => object(&[
+                ("relay", text("sync")),
+                ("rows", json::array(rows.iter().map(json::live_event_value))),
+                ("last_id", last_id.map_or(JsValue::NULL, from_number)),
+                ("status", status_to_js(*status)),
+            ]),
+            Relay::Hello { tab, visible } => object(&[
+                ("relay", text("hello")),
+                ("tab", text(tab)),
+                ("visible", JsValue::from_bool(*visible)),
+            ]),
+            Relay::Visibility { tab, visible } => object(&[
+                ("relay", text("visibility")),
+                ("tab", text(tab)),
+                ("visible", JsValue::from_bool(*visible)),
+            ]),
+            Relay::Bye { tab } => object(&[("relay", text("bye")), ("tab", text(tab))]),
+            Relay::Census => object(&[("relay", text("census"))]),
+        }
+    }
+
+    fn from_js(value: &JsValue) -> Option<Relay> {
+        let tab = || json::string(value, "tab");
+        let visible = || json::flag(value, "visible");
+        Some(match json::string(value, "relay")?.as_str() {
+            "item" => Relay::Item(item_from_js(&json::get(value, "item"))?),
+            "sync" => Relay::Sync {
+                rows: json::list(value, "rows")
+                    .iter()
+                    .map(json::live_event)
+                    .collect::<Option<_>>()?,
+                last_id: json::number(value, "last_id"),
+                status: status_from_js(&json::get(value, "status"))?,
+            },
+            "hello" => Relay::Hello {
+                tab: tab()?,
+                visible: visible()?,
+            },
+            "visibility" => Relay::Visibility {
+                tab: tab()?,
+                visible: visible()?,
+            },
+            "bye" => Relay::Bye { tab: tab()? },
+            "census" => Relay::Census,
+            _ => return None,
+        })
+    }
+}
+
+fn item_to_js(item: &Item) -> JsValue {
+    let kind = |s: &str| ("item", JsValue::from_str(s));
+    match item {
+        Item::Event { event, live } => object(&[
+            kind("event"),
+            ("event", json::live_event_value(event)),
+            ("live", JsValue::from_bool(*live)),
+        ]),
+        Item::Ready(ready) => object(&[
+            kind("ready"),
+            ("head", from_number(ready.head)),
+            ("heartbeat_ms", from_number(ready.heartbeat_ms)),
+            ("instance", JsValue::from_str(&ready.instance)),
+        ]),
+        Item::Reset => object(&[kind("reset")]),
+        Item::Status(status) => object(&[kind("status"), ("status", status_to_js(*status))]),
+    }
+}
+
+fn item_from_js(value: &JsValue) -> Option<Item> {
+    Some(match json::string(value, "item")?.as_str() {
+        "event" => Item::Event {
+            event: json::live_event(&json::get(value, "event"))?,
+            live: json::flag(value, "live")?,
+        },
+        "ready" => Item::Ready(json::ready(value)?),
+        "reset" => Item::Reset,
+        "status" => Item::Status(status_from_js(&json::get(value, "status"))?),
+        _ => return None,
+    })
+}
+
+fn status_to_js(status: Status) -> JsValue {
+    let kind = |s: &str| ("status", JsValue::from_str(s));
+    match status {
+        Status::Connecting => object(&[kind("connecting")]),
+        Status::Live => object(&[kind("live")]),
+        Status::Reconnecting { in_ms } => object(&[
+            kind("reconnecting"),
+            ("in_ms", in_ms.map_or(JsValue::NULL, JsValue::from)),
+        ]),
+        Status::Paused => object(&[kind("paused")]),
+        Status::Closed => object(&[kind("closed")]),
+    }
+}
+
+fn status_from_js(value: &JsValue) -> Option<Status> {
+    Some(match json::string(value, "status")?.as_str() {
+        "connecting" => Status::Connecting,
+        "live" => Status::Live,
+        "reconnecting" => Status::Reconnecting {
+            in_ms: json::number(value, "in_ms").map(|ms| ms.min(u64::from(u32::MAX)) as u32),
+        },
+        "paused" => Status::Paused,
+        "closed" => Status::Closed,
+        _ => return None,
+    })
+}
+
 /// The `BroadcastChannel` of this application's tabs.
 struct Channel {
     channel: web_sys::BroadcastChannel,
@@ -345,15 +467,12 @@ impl Channel {
         let channel = web_sys::BroadcastChannel::new(name).ok()?;
         let on_message =
             Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
-                let Some(text) = e.data().as_string() else {
-                    return;
-                };
-                match serde_json::from_str::<Relay>(&text) {
-                    Ok(relay) => {
+                match Relay::from_js(&e.data()) {
+                    Some(relay) => {
                         let _ = tx.unbounded_send(Input::Relay(relay));
                     }
                     // Another version of the page, during a deployment: not ours to read.
-                    Err(e) => leptos::logging::warn!("ignoring a message from another tab: {e}"),
+                    None => leptos::logging::warn!("ignoring a message from another tab"),
                 }
             });
         channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -364,9 +483,7 @@ impl Channel {
     }
 
     fn post(&self, relay: &Relay) {
-        if let Ok(text) = serde_json::to_string(relay) {
-            let _ = self.channel.post_message(&JsValue::from_str(&text));
-        }
+        let _ = self.channel.post_message(&relay.to_js());
     }
 }
 
@@ -417,7 +534,11 @@ impl Lock {
             .ok()?;
         // Should the request ever fail, this tab leads alone rather than wait for nothing.
         let on_fail = Closure::once_into_js(move |e: JsValue| {
-            leptos::logging::warn!("the Web Lock request failed ({e:?}); this tab streams alone");
+            // The error itself goes to the console as an object (no Debug formatting in the wasm).
+            web_sys::console::warn_2(
+                &"the Web Lock request failed; this tab streams alone:".into(),
+                &e,
+            );
             let _ = tx.unbounded_send(Input::Lead);
         });
         if let Some(catch) =

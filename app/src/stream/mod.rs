@@ -12,7 +12,6 @@
 
 use crate::event::{LiveEvent, Ready};
 use leptos::prelude::*;
-use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 #[cfg(feature = "hydrate")]
@@ -22,7 +21,7 @@ mod leader;
 pub mod visibility;
 
 /// What the status badge shows.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Status {
     /// First connection, not yet confirmed by the server's `ready` event.
     Connecting,
@@ -180,6 +179,7 @@ pub fn connect(base: String, topics: Vec<String>, capacity: usize, seed: Vec<Liv
             set_status,
             log,
             set_log,
+            pending: Default::default(),
         };
         let (task, abort) = futures::future::abortable(leader::run(base, topics, sink));
         leptos::task::spawn_local(async move {
@@ -197,7 +197,7 @@ pub fn connect(base: String, topics: Vec<String>, capacity: usize, seed: Vec<Liv
 
 /// One thing the stream delivered, as the connection reports it and as the leader relays it
 /// to the other tabs: the views' signals are fed from these and from nothing else.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Item {
     /// `live` is false for events replayed on resume: their delay says nothing about the path.
     Event {
@@ -209,26 +209,61 @@ pub enum Item {
     Status(Status),
 }
 
+/// The views are updated at most once per this many milliseconds: at a few events a second
+/// every event is shown at once, at hundreds a second they are shown in batches, one render
+/// per batch instead of one per event (which the page could not keep up with).
+#[cfg(feature = "hydrate")]
+const RENDER_EVERY_MS: f64 = 16.0;
+
 /// Where items end up in this tab: the signals the views read.
 #[cfg(feature = "hydrate")]
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct Sink {
     status: ReadSignal<Status>,
     set_status: WriteSignal<Status>,
     log: ReadSignal<EventLog>,
     set_log: WriteSignal<EventLog>,
+    pending: std::rc::Rc<std::cell::RefCell<Pending>>,
+}
+
+/// Events that arrived since the views were last updated, with their delays.
+#[cfg(feature = "hydrate")]
+#[derive(Default)]
+struct Pending {
+    events: Vec<(LiveEvent, Option<f64>)>,
+    flushed_ms: f64,
+    scheduled: bool,
 }
 
 #[cfg(feature = "hydrate")]
 impl Sink {
     fn apply(&self, item: &Item) {
-        match item {
-            Item::Event { event, live } => {
-                let delay = live.then(|| js_sys::Date::now() - event.sent_ms as f64);
-                self.set_log.update(|l| {
-                    l.push(event.clone(), delay);
-                });
+        if let Item::Event { event, live } = item {
+            let now = js_sys::Date::now();
+            let delay = live.then(|| now - event.sent_ms as f64);
+            let mut pending = self.pending.borrow_mut();
+            pending.events.push((event.clone(), delay));
+            if pending.scheduled {
+                return;
             }
+            let since = now - pending.flushed_ms;
+            if since >= RENDER_EVERY_MS {
+                drop(pending);
+                self.flush();
+            } else {
+                pending.scheduled = true;
+                let sink = self.clone();
+                set_timeout(
+                    move || sink.flush(),
+                    std::time::Duration::from_millis((RENDER_EVERY_MS - since).ceil() as u64),
+                );
+            }
+            return;
+        }
+        // Everything else applies after the events that came before it.
+        self.flush();
+        match item {
+            Item::Event { .. } => {}
             Item::Ready(ready) => self.set_log.update(|l| {
                 l.advance_to(ready.head);
                 l.instance = Some(ready.instance.clone()).filter(|i| !i.is_empty());
@@ -242,13 +277,32 @@ impl Sink {
         }
     }
 
+    /// Puts the pending events into the log, in one update.
+    fn flush(&self) {
+        let events = {
+            let mut pending = self.pending.borrow_mut();
+            pending.scheduled = false;
+            pending.flushed_ms = js_sys::Date::now();
+            std::mem::take(&mut pending.events)
+        };
+        if !events.is_empty() {
+            self.set_log.try_update(|l| {
+                for (event, delay) in events {
+                    l.push(event, delay);
+                }
+            });
+        }
+    }
+
     /// Takes another tab's log (see [`EventLog::catch_up`]).
     fn catch_up(&self, rows: Vec<LiveEvent>, last_id: Option<u64>) {
+        self.flush();
         self.set_log.update(|l| l.catch_up(rows, last_id));
     }
 
     /// This tab's rows (oldest first) and position, for a tab that catches up.
     fn snapshot(&self) -> (Vec<LiveEvent>, Option<u64>) {
+        self.flush();
         self.log
             .try_with_untracked(|l| {
                 let rows = l.rows.iter().rev().map(|r| r.event.clone()).collect();
@@ -259,6 +313,7 @@ impl Sink {
 
     /// The position to resume from.
     fn last_id(&self) -> Option<u64> {
+        self.flush();
         self.log.try_with_untracked(|l| l.last_id).flatten()
     }
 
@@ -371,28 +426,6 @@ mod tests {
         assert_eq!(watchdog_ms(1000), 2500);
         assert_eq!(watchdog_ms(15_000), 37_500);
         assert_eq!(watchdog_ms(u64::MAX), u32::MAX);
-    }
-
-    #[test]
-    fn relayed_items_survive_the_channel() {
-        let items = [
-            Item::Event {
-                event: ev(3),
-                live: true,
-            },
-            Item::Ready(Ready {
-                head: 9,
-                heartbeat_ms: 1000,
-                instance: "web-1:42".into(),
-            }),
-            Item::Reset,
-            Item::Status(Status::Reconnecting { in_ms: Some(500) }),
-            Item::Status(Status::Paused),
-        ];
-        for item in items {
-            let text = serde_json::to_string(&item).expect("serialises");
-            assert_eq!(serde_json::from_str::<Item>(&text).expect("parses"), item);
-        }
     }
 
     #[test]

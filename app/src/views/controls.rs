@@ -29,9 +29,9 @@ pub(super) fn Controls(feed: Feed, view_state: ViewState, topics: Vec<String>) -
             <button class="pause" data-testid="pause" on:click=toggle>
                 {move || if paused.get() { "Resume" } else { "Pause" }}
             </button>
-            <Show when=move || paused.get()>
+            {move || paused.get().then(|| view! {
                 <span class="waiting" data-testid="waiting">{waiting}" new"</span>
-            </Show>
+            })}
             <fieldset class="topics">
                 <legend>"Topics"</legend>
                 {topics
@@ -43,10 +43,11 @@ pub(super) fn Controls(feed: Feed, view_state: ViewState, topics: Vec<String>) -
                             move || !hidden.with(|h| h.contains(&name))
                         };
                         let flip = move |_| {
-                            hidden.update(|h| {
-                                if !h.remove(&name) {
-                                    h.insert(name.clone());
+                            hidden.update(|h| match h.iter().position(|t| *t == name) {
+                                Some(i) => {
+                                    h.swap_remove(i);
                                 }
+                                None => h.push(name.clone()),
                             })
                         };
                         view! {

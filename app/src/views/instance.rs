@@ -7,12 +7,12 @@ use leptos::prelude::*;
 #[component]
 pub(super) fn InstanceLine(feed: Feed) -> impl IntoView {
     let page = use_context::<Instance>().unwrap_or_default().0;
-    let stream = Memo::new(move |_| feed.log.with(|l| l.instance.clone()));
+    let stream = move || feed.log.with(|l| l.instance.clone());
     view! {
         <p class="instances">
             "Page served by "<b data-testid="served-by">{page}</b>
             " · stream from "
-            <b data-testid="stream-from">{move || stream.get().unwrap_or_else(|| "…".into())}</b>
+            <b data-testid="stream-from">{move || stream().unwrap_or_else(|| "…".into())}</b>
         </p>
     }
 }

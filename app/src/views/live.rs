@@ -2,31 +2,24 @@ use super::{
     controls::Controls, delay_chart::DelayChart, event_list::EventList, instance::InstanceLine,
     publish_form::PublishForm, status::StatusBar,
 };
-use crate::{api::load_page, event::PageData, stream};
-use leptos::prelude::*;
-use std::collections::BTreeSet;
+use crate::{event::PageData, stream};
+use leptos::{either::Either, prelude::*};
 
-/// The route: loads the page data (during server rendering; the client reads it back from the
-/// page) and then shows the live view.
+/// The page: the live view over the data the server rendered it with (see [`crate::shell`]).
 #[component]
-pub fn LivePage() -> impl IntoView {
-    let data = OnceResource::new(load_page());
+pub fn LivePage(data: Option<PageData>) -> impl IntoView {
     view! {
         <main class="live">
             <header class="top">
                 <h1>"Live events"</h1>
                 <p class="lede">"Server-Sent Events from a Rust server, rendered live by WebAssembly."</p>
             </header>
-            <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
-                {move || Suspend::new(async move {
-                    match data.await {
-                        Ok(data) => view! { <Live data/> }.into_any(),
-                        Err(e) => view! {
-                            <p class="error">"The server could not load the events: " {e.to_string()}</p>
-                        }.into_any(),
-                    }
-                })}
-            </Suspense>
+            {match data {
+                Some(data) => Either::Left(view! { <Live data/> }),
+                None => Either::Right(view! {
+                    <p class="error">"The page came without its data: reload it."</p>
+                }),
+            }}
         </main>
     }
 }
@@ -38,7 +31,46 @@ pub(super) struct ViewState {
     /// The log as it was when the view was paused; the stream keeps filling the live one.
     pub frozen: RwSignal<Option<stream::EventLog>>,
     /// Topics the reader has switched off.
-    pub hidden: RwSignal<BTreeSet<String>>,
+    pub hidden: RwSignal<Vec<String>>,
+}
+
+/// The page's one timer: browser time and the events of the last second, updated once a
+/// second in the browser (so old points slide out of the chart and the rate counts); both 0
+/// in the server-rendered page.
+#[derive(Clone, Copy)]
+pub(super) struct Clock {
+    pub now_ms: RwSignal<f64>,
+    pub rate: RwSignal<u64>,
+}
+
+impl Clock {
+    fn start(feed: stream::Feed) -> Clock {
+        let clock = Clock {
+            now_ms: RwSignal::new(0.0),
+            rate: RwSignal::new(0),
+        };
+        Effect::new(move |_| {
+            #[cfg(feature = "hydrate")]
+            {
+                let received = move || feed.log.with_untracked(|l| l.received);
+                let previous = std::cell::Cell::new(received());
+                clock.now_ms.set(js_sys::Date::now());
+                if let Ok(handle) = set_interval_with_handle(
+                    move || {
+                        clock.now_ms.set(js_sys::Date::now());
+                        let now = received();
+                        clock.rate.set(now.saturating_sub(previous.replace(now)));
+                    },
+                    std::time::Duration::from_secs(1),
+                ) {
+                    on_cleanup(move || handle.clear());
+                }
+            }
+            #[cfg(not(feature = "hydrate"))]
+            let _ = feed;
+        });
+        clock
+    }
 }
 
 #[component]
@@ -48,21 +80,23 @@ fn Live(data: PageData) -> impl IntoView {
         events,
         max_rows,
         base,
+        form_error,
     } = data;
     let feed = stream::connect(base, topics.clone(), max_rows, events);
     let view_state = ViewState {
         paused: RwSignal::new(false),
         frozen: RwSignal::new(None),
-        hidden: RwSignal::new(BTreeSet::new()),
+        hidden: RwSignal::new(Vec::new()),
     };
+    let clock = Clock::start(feed);
     view! {
-        <StatusBar feed/>
+        <StatusBar feed clock/>
         <InstanceLine feed/>
         <section class="panel">
-            <PublishForm topics=topics.clone()/>
+            <PublishForm topics=topics.clone() form_error/>
             <Controls feed view_state topics/>
         </section>
-        <DelayChart feed/>
+        <DelayChart feed clock/>
         <EventList feed view_state/>
     }
 }
