@@ -45,7 +45,7 @@ pub fn ratio(values: &[(String, Option<f64>)], higher_is_better: bool) -> Option
         .filter(|v| v.is_finite())?;
     let best = values
         .iter()
-        .filter(|(s, _)| s != "ours")
+        .filter(|(s, _)| !crate::servers::is_ours(s))
         .filter_map(|(s, v)| v.filter(|v| v.is_finite()).map(|v| (s, v)))
         .reduce(|a, b| {
             let b_better = if higher_is_better {
@@ -261,6 +261,31 @@ fn scenario_ratios(outcomes: &[&Outcome]) -> Vec<String> {
         .collect()
 }
 
+/// What the Redis fan-out costs (issue #6): two instances on one Redis against one process.
+fn redis_cost(outcomes: &[&Outcome]) -> Option<String> {
+    let find = |name: &str| outcomes.iter().find(|o| o.server == name);
+    let (one, two) = (find("ours")?, find("ours-redis")?);
+    let mut parts = Vec::new();
+    if one.delay_ms.count > 0 && two.delay_ms.count > 0 {
+        parts.push(format!(
+            "delay p50 {:.3} ms against {:.3} ms, p99 {:.3} ms against {:.3} ms",
+            two.delay_ms.p50, one.delay_ms.p50, two.delay_ms.p99, one.delay_ms.p99
+        ));
+    }
+    if one.deliveries_per_cpu_s > 0.0 && two.deliveries_per_cpu_s > 0.0 {
+        parts.push(format!(
+            "deliveries per CPU-second {:.2}x (both instances and Redis counted)",
+            two.deliveries_per_cpu_s / one.deliveries_per_cpu_s
+        ));
+    }
+    (!parts.is_empty()).then(|| {
+        format!(
+            "Two instances on one Redis (ours-redis) against one process (ours): {}.",
+            parts.join("; ")
+        )
+    })
+}
+
 /// Marks the part of BENCHMARKS.md a run rewrites; what is outside (notes on the causes, each
 /// change's effect) is kept from the existing file.
 pub const GENERATED_START: &str =
@@ -396,6 +421,9 @@ pub fn markdown(results: &Results, plot: Option<&str>) -> String {
         let ratios = scenario_ratios(&of);
         if !ratios.is_empty() {
             let _ = writeln!(out, "\nOurs against the best peer: {}.", ratios.join("; "));
+        }
+        if let Some(line) = redis_cost(&of) {
+            let _ = writeln!(out, "\n{line}");
         }
         for o in &of {
             if !o.errors.is_empty() {

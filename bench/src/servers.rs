@@ -5,18 +5,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const ALL: &[&str] = &["ours", "go", "node", "python"];
+pub const ALL: &[&str] = &["ours", "ours-redis", "go", "node", "python"];
 
+/// Ours in another setting (compared with "ours", not counted as a peer).
+pub fn is_ours(name: &str) -> bool {
+    name == "ours" || name.starts_with("ours-")
+}
+
+/// What runs for one server under test: one process, or (ours-redis) two instances of ours
+/// sharing a redis-server of their own.
 pub struct Running {
-    pub child: Child,
-    pub addr: SocketAddr,
+    /// Every process whose CPU and memory count, the servers first.
+    pub children: Vec<Child>,
+    /// Where subscribers connect (round robin); publishes go to the first.
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl Running {
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
 }
 
 /// The command for server `name` on `port`, with every path relative to the workspace `root`.
 pub fn command(name: &str, root: &Path, port: u16) -> Result<Command, String> {
     let bench = root.join("target").join("bench");
     let mut cmd = match name {
-        "ours" => {
+        "ours" | "ours-redis" => {
             let mut c = Command::new(root.join("target/release/server"));
             c.env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
                 .env("LEPTOS_SITE_ROOT", root.join("target/site"))
@@ -66,15 +81,74 @@ pub fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-/// Starts `name` on `port` and waits until it accepts connections.
-pub fn start(name: &str, root: &Path, port: u16, scenario: &str) -> Result<Running, String> {
+/// Starts `name` and waits until it accepts connections.
+pub fn start(name: &str, root: &Path, scenario: &str) -> Result<Running, String> {
+    if name != "ours-redis" {
+        let port = free_port()?;
+        let (child, addr) = start_one(command(name, root, port)?, name, root, port, scenario)?;
+        return Ok(Running {
+            children: vec![child],
+            addrs: vec![addr],
+        });
+    }
+    // The web-farm setting of issue #6: two instances on one Redis, each with half the
+    // subscribers; an event published to the first reaches the second through Redis.
+    let redis_port = free_port()?;
+    let mut redis = Command::new("redis-server");
+    redis.args([
+        "--port",
+        &redis_port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]);
+    let (redis, _) = start_one(redis, "redis", root, redis_port, scenario)?;
+    let mut running = Running {
+        children: Vec::new(),
+        addrs: Vec::new(),
+    };
+    for instance in ["a", "b"] {
+        let port = free_port()?;
+        let mut cmd = command(name, root, port)?;
+        cmd.env(
+            "EVENTS_REDIS_URL",
+            format!("redis://127.0.0.1:{redis_port}/"),
+        )
+        .env("EVENTS_INSTANCE", instance);
+        match start_one(cmd, &format!("{name}-{instance}"), root, port, scenario) {
+            Ok((child, addr)) => {
+                running.children.push(child);
+                running.addrs.push(addr);
+            }
+            Err(e) => {
+                running.children.push(redis);
+                stop(&mut running);
+                return Err(e);
+            }
+        }
+    }
+    running.children.push(redis);
+    Ok(running)
+}
+
+/// Starts one process listening on `port` and waits until it accepts connections.
+fn start_one(
+    mut cmd: Command,
+    name: &str,
+    root: &Path,
+    port: u16,
+    scenario: &str,
+) -> Result<(Child, SocketAddr), String> {
     let log = log_path(root, name, scenario);
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     }
     let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
-    let child = command(name, root, port)?
+    let mut child = cmd
         .current_dir(root)
         .stdin(Stdio::null())
         .stdout(out)
@@ -82,45 +156,51 @@ pub fn start(name: &str, root: &Path, port: u16, scenario: &str) -> Result<Runni
         .spawn()
         .map_err(|e| format!("cannot start {name}: {e}"))?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut running = Running { child, addr };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         // Listening, and still our process (a server that could not bind has exited).
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-            && matches!(running.child.try_wait(), Ok(None))
+            && matches!(child.try_wait(), Ok(None))
         {
             // Let the runtime finish starting before the baseline memory is read.
             std::thread::sleep(Duration::from_millis(300));
-            return Ok(running);
+            return Ok((child, addr));
         }
-        if let Ok(Some(status)) = running.child.try_wait() {
+        if let Ok(Some(status)) = child.try_wait() {
             return Err(format!(
                 "{name} exited at start ({status}); see {}",
                 log.display()
             ));
         }
         if Instant::now() > deadline {
-            stop(&mut running);
+            stop_child(&mut child);
             return Err(format!("{name} did not listen on {addr} within 30 s"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// SIGTERM, then SIGKILL after 5 s.
+/// Stops every process, servers first (Redis last, so the servers do not log its absence).
 pub fn stop(running: &mut Running) {
-    let pid = running.child.id() as libc::pid_t;
+    for child in &mut running.children {
+        stop_child(child);
+    }
+}
+
+/// SIGTERM, then SIGKILL after 5 s.
+fn stop_child(child: &mut Child) {
+    let pid = child.id() as libc::pid_t;
     // SAFETY: kill has no memory preconditions; the pid is our own child, not yet reaped.
     unsafe {
         libc::kill(pid, libc::SIGTERM);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = running.child.try_wait() {
+        if let Ok(Some(_)) = child.try_wait() {
             return;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    let _ = running.child.kill();
-    let _ = running.child.wait();
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -83,12 +83,11 @@ pub async fn run(args: Args) -> Result<(), String> {
     let mut outcomes: Vec<Outcome> = Vec::new();
     for s in &list {
         for name in &args.servers {
-            let port = servers::free_port()?;
             eprintln!("==> {name}: {}", s.name);
-            let mut running = servers::start(name, &args.root, port, &s.name)?;
+            let mut running = servers::start(name, &args.root, &s.name)?;
             let target = Target {
-                addrs: vec![running.addr],
-                pids: vec![running.child.id()],
+                addrs: running.addrs.clone(),
+                pids: running.pids(),
                 stream_path: "/api/events".into(),
                 publish_path: "/api/publish".into(),
             };
@@ -282,7 +281,7 @@ fn meta(args: &Args) -> Meta {
     if dirty != "n/a" && !dirty.is_empty() {
         commit.push_str(" (with uncommitted changes in server/app/events-core)");
     }
-    if args.servers.iter().any(|s| s == "ours") {
+    if args.servers.iter().any(|s| servers::is_ours(s)) {
         if let Some(warning) = stale_server(&args.root) {
             eprintln!("warning: {warning}");
             commit.push_str(&format!(" (warning: {warning})"));

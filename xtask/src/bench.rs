@@ -14,8 +14,13 @@ pub struct BenchArgs {
     /// BENCHMARKS.md, and fails if any server loses or duplicates events or refuses a stream.
     #[arg(long)]
     pub quick: bool,
-    /// Which servers to run, comma-separated: ours, go, node, python.
-    #[arg(long, value_delimiter = ',', default_value = "ours,go,node,python")]
+    /// Which servers to run, comma-separated: ours, ours-redis (two instances on one Redis),
+    /// go, node, python.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ours,ours-redis,go,node,python"
+    )]
     pub servers: Vec<String>,
     /// Where a full run writes its report.
     #[arg(long, default_value = "BENCHMARKS.md")]
@@ -27,7 +32,9 @@ impl BenchArgs {
     pub fn quick() -> Self {
         BenchArgs {
             quick: true,
-            servers: ["ours", "go", "node", "python"].map(String::from).to_vec(),
+            servers: ["ours", "ours-redis", "go", "node", "python"]
+                .map(String::from)
+                .to_vec(),
             out: PathBuf::from("BENCHMARKS.md"),
         }
     }
@@ -49,8 +56,11 @@ pub fn bench(ctx: &Ctx, args: &BenchArgs) -> Res<()> {
     })?;
     let wants = |name: &str| args.servers.iter().any(|s| s == name);
 
-    if wants("ours") {
+    if wants("ours") || wants("ours-redis") {
         ensure_release_server(ctx)?;
+    }
+    if wants("ours-redis") {
+        tools::ensure_redis(ctx)?;
     }
     if wants("go") {
         tools::ensure_go(ctx)?;

@@ -191,7 +191,8 @@ pub fn test(ctx: &Ctx, args: &TestArgs) -> Res<()> {
         "running the stream's tests again with hyper writing the streams",
         || {
             let mut cmd = ctx.cmd("cargo");
-            cmd.args(["test", "-p", "server"]);
+            // `--workspace`, as the run above: the same features, so nothing is rebuilt.
+            cmd.args(["test", "--workspace"]);
             for file in HYPER_WRITER_TESTS {
                 cmd.args(["--test", file]);
             }
