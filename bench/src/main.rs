@@ -37,7 +37,11 @@ enum Cmd {
         /// The workspace root (servers and peers are found under it).
         #[arg(long)]
         root: PathBuf,
-        #[arg(long, value_delimiter = ',', default_value = "ours,ours-redis,go,node,python")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "ours,ours-redis,go,node,python"
+        )]
         servers: Vec<String>,
         #[arg(long)]
         quick: bool,
