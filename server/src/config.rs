@@ -132,7 +132,7 @@ pub struct Args {
     pub cors_origins: String,
 
     /// Who writes a stream on a plain HTTP/1 connection: "direct" (a task that owns the
-    /// socket; about 2 KiB per open stream) or "hyper" (as every other response; the way to
+    /// socket; under 2 KiB per open stream) or "hyper" (as every other response; the way to
     /// rule the direct writer out when chasing a problem). HTTP/2 streams are always hyper's.
     #[arg(long, env = "EVENTS_STREAM_WRITER", default_value = "direct")]
     pub stream_writer: String,
