@@ -138,8 +138,12 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let server = axum::serve(hyper, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let mut server = std::pin::pin!(server.into_future());
     tokio::select! {
-        done = &mut server => return done.map_err(|e| format!("server error: {e}")),
+        // The token first: once it is cancelled, hyper's side may finish at once (no
+        // connection of its own open), and returning then would cut the direct streams
+        // before they write their last chunk. Both are waited for below.
+        biased;
         _ = shutdown.cancelled() => {}
+        done = &mut server => return done.map_err(|e| format!("server error: {e}")),
     }
     // Streams end as soon as the token is cancelled; anything still open after the drain
     // limit (a client that stopped reading) is cut rather than holding the process up.
