@@ -222,16 +222,21 @@ struct Connection {
     first: Option<Bytes>,
     plan: Plan,
     heartbeat: tokio::time::Interval,
+    /// Made once and polled on every call, as in `direct_stream.rs`: a new `cancelled()` per
+    /// call would take the token's lock twice per delivery.
+    stopping: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
 }
 
 impl Connection {
-    fn new(plan: Plan) -> Connection {
+    fn new(mut plan: Plan) -> Connection {
         plan.written_by("hyper");
         let mut heartbeat =
             tokio::time::interval_at(tokio::time::Instant::now() + plan.heartbeat, plan.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Connection {
-            first: Some(plan.first.clone()),
+            // Taken, not cloned: the plan need not hold the opening for the stream's life.
+            first: Some(std::mem::take(&mut plan.first)),
+            stopping: Box::pin(plan.guard.shutdown.clone().cancelled_owned()),
             plan,
             heartbeat,
         }
@@ -248,11 +253,10 @@ impl Connection {
         if let Some(first) = self.first.take() {
             return Some(first);
         }
-        let shutdown = self.plan.guard.shutdown.clone();
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return self.end(Ended::Shutdown),
+                _ = self.stopping.as_mut() => return self.end(Ended::Shutdown),
                 received = self.plan.live.recv() => match received {
                     Ok(frame) if self.plan.wants(&frame) => {
                         self.plan.guard.delivered(1);
