@@ -53,6 +53,8 @@ const MAX_HEAD: usize = 16 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events taken from the hub per write when a subscriber is behind (one `writev`).
 const MAX_BATCH: usize = 32;
+/// The longest the last chunk may wait for room in the socket's buffer.
+const FINISH_LIMIT: Duration = Duration::from_secs(1);
 /// An error answer's body is read whole before it is written; none is near this.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
 
@@ -351,10 +353,12 @@ impl Out {
         let _ = out.send(&head, &[&body]).await;
     }
 
-    /// Ends the body (the last chunk), best effort: the connection is closed right after.
-    fn finish(&self) {
+    /// Ends the body (the last chunk), waiting at most [`FINISH_LIMIT`] for room: a client
+    /// still taking its backlog gets a clean end, one that stopped reading does not hold the
+    /// task. The connection is closed right after.
+    async fn finish(&self) {
         if self.chunked {
-            let _ = self.try_send(b"0\r\n\r\n", &[]);
+            let _ = tokio::time::timeout(FINISH_LIMIT, self.send(b"0\r\n\r\n", &[])).await;
         }
     }
 }
@@ -464,7 +468,7 @@ async fn stream(out: Out, head: Bytes, mut plan: Plan) {
     };
     if let Some(why) = ended {
         plan.guard.end(why);
-        out.finish();
+        out.finish().await;
     }
 }
 

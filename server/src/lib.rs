@@ -136,27 +136,141 @@ pub async fn serve(config: Config) -> Result<(), String> {
         config.path_base
     );
     let server = axum::serve(hyper, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        // The token first: once it is cancelled, hyper's side may finish at once (no
-        // connection of its own open), and returning then would cut the direct streams
-        // before they write their last chunk. Both are waited for below.
-        biased;
-        _ = shutdown.cancelled() => {}
-        done = &mut server => return done.map_err(|e| format!("server error: {e}")),
-    }
-    // Streams end as soon as the token is cancelled; anything still open after the drain
-    // limit (a client that stopped reading) is cut rather than holding the process up.
-    connections.close();
-    let drained = async {
-        server.await?;
-        connections.wait().await;
-        Ok::<(), std::io::Error>(())
-    };
-    match tokio::time::timeout(DRAIN_LIMIT, drained).await {
-        Ok(done) => done.map_err(|e| format!("server error: {e}"))?,
-        Err(_) => tracing::warn!("connections still open after {DRAIN_LIMIT:?}; exiting anyway"),
+    match run_until_stopped(server.into_future(), &shutdown, &connections, DRAIN_LIMIT).await {
+        Ok(Drained::All) => {}
+        Ok(Drained::TimedOut) => {
+            tracing::warn!("connections still open after {DRAIN_LIMIT:?}; exiting anyway")
+        }
+        Err(e) => return Err(format!("server error: {e}")),
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How stopping ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Drained {
+    /// Hyper's side and every tracked task (the direct streams among them) finished.
+    All,
+    /// Something was still open at the drain limit (a client that stopped reading).
+    TimedOut,
+}
+
+/// Waits for the stop token, then for hyper's side (`server`, which shuts down gracefully on
+/// the same token) and for every task in `tasks`, at most `limit` after the token.
+///
+/// Whether we are stopping is read from the token, never from which future finished first:
+/// under load the token can be cancelled, and hyper's side (with no connection of its own
+/// left) finish, between the polls of one `select!`, even a biased one. Returning then dropped
+/// the runtime, and with it every direct stream before it wrote its last chunk (the broken
+/// bodies of a recycle under load).
+async fn run_until_stopped<F>(
+    server: F,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+    limit: Duration,
+) -> std::io::Result<Drained>
+where
+    F: std::future::Future<Output = std::io::Result<()>>,
+{
+    let mut server = std::pin::pin!(server);
+    let mut served = None;
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        done = &mut server => {
+            if !stop.is_cancelled() {
+                // Hyper's side ends by itself only on an error.
+                done?;
+                return Err(std::io::Error::other("the server stopped without being asked to"));
+            }
+            served = Some(done);
+        }
+    }
+    tasks.close();
+    let drained = async {
+        match served {
+            Some(done) => done?,
+            None => server.await?,
+        }
+        tasks.wait().await;
+        Ok::<(), std::io::Error>(())
+    };
+    match tokio::time::timeout(limit, drained).await {
+        Ok(done) => done.map(|()| Drained::All),
+        Err(_) => Ok(Drained::TimedOut),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A task that, once the token is cancelled, still needs a moment (a stream writing its
+    /// last chunk); `true` in the flag when it got to the end.
+    fn slow_stream(tasks: &TaskTracker, stop: &CancellationToken) -> Arc<AtomicBool> {
+        let finished = Arc::new(AtomicBool::new(false));
+        let (flag, stop) = (finished.clone(), stop.clone());
+        tasks.spawn(async move {
+            stop.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            flag.store(true, Ordering::SeqCst);
+        });
+        finished
+    }
+
+    #[tokio::test]
+    async fn streams_are_waited_for_when_hyper_finishes_as_the_token_is_cancelled() {
+        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+        let finished = slow_stream(&tasks, &stop);
+        // The race of a recycle under load, made certain: hyper's side sees the token and
+        // finishes within the same poll in which the token is cancelled.
+        let token = stop.clone();
+        let server = std::future::poll_fn(move |_| {
+            token.cancel();
+            std::task::Poll::Ready(Ok(()))
+        });
+        let drained = run_until_stopped(server, &stop, &tasks, Duration::from_secs(5)).await;
+        assert_eq!(drained.expect("drained"), Drained::All);
+        assert!(finished.load(Ordering::SeqCst), "the stream was cut");
+    }
+
+    #[tokio::test]
+    async fn streams_are_waited_for_when_the_token_comes_first() {
+        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+        let finished = slow_stream(&tasks, &stop);
+        let token = stop.clone();
+        let server = async move {
+            token.cancelled().await;
+            Ok(())
+        };
+        let canceller = stop.clone();
+        tokio::spawn(async move { canceller.cancel() });
+        let drained = run_until_stopped(server, &stop, &tasks, Duration::from_secs(5)).await;
+        assert_eq!(drained.expect("drained"), Drained::All);
+        assert!(finished.load(Ordering::SeqCst), "the stream was cut");
+    }
+
+    #[tokio::test]
+    async fn a_task_that_never_ends_is_left_at_the_limit() {
+        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+        tasks.spawn(std::future::pending::<()>());
+        stop.cancel();
+        let drained = run_until_stopped(
+            std::future::pending(),
+            &stop,
+            &tasks,
+            Duration::from_millis(50),
+        )
+        .await;
+        assert_eq!(drained.expect("drained"), Drained::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn hyper_failing_on_its_own_is_an_error() {
+        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+        let server = async { Err(std::io::Error::other("accept failed")) };
+        let drained = run_until_stopped(server, &stop, &tasks, Duration::from_secs(1)).await;
+        assert!(drained.is_err());
+    }
 }
