@@ -105,8 +105,11 @@ pub struct Args {
     pub write_timeout: String,
 
     /// Most streams open at once; past it new streams get 503 with a jittered Retry-After.
-    #[arg(long, env = "EVENTS_MAX_STREAMS", default_value_t = 10_000)]
-    pub max_streams: usize,
+    /// Default 10000, or 4500 under the ASP.NET Core Module: IIS counts every open stream as a
+    /// request and answers 503.2 itself past `appConcurrentRequestLimit` (5000 by default),
+    /// without our Retry-After. Raise both together.
+    #[arg(long, env = "EVENTS_MAX_STREAMS")]
+    pub max_streams: Option<usize>,
 
     /// Publishes per second allowed to one client address (bursts of twice that); 0 = no limit.
     #[arg(long, env = "EVENTS_PUBLISH_RATE", default_value_t = 100)]
@@ -146,6 +149,13 @@ pub struct Args {
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
 }
+
+/// `EVENTS_MAX_STREAMS` when nothing sets it.
+pub const MAX_STREAMS: usize = 10_000;
+/// The same under the ASP.NET Core Module: below IIS's own `appConcurrentRequestLimit` (5000 by
+/// default), so that the cap's answer is ours (503 with `Retry-After`, which our client and
+/// browsers honour) and not IIS's 503.2.
+pub const MAX_STREAMS_UNDER_IIS: usize = 4_500;
 
 /// What put us where we are: decides the listen address and, later, the IIS contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,7 +266,11 @@ impl Config {
         if args.subscriber_buffer == 0 {
             return err("EVENTS_SUBSCRIBER_BUFFER: must be at least 1");
         }
-        if args.max_streams == 0 {
+        let max_streams = args.max_streams.unwrap_or(match frontend {
+            Frontend::AspNetCoreModule => MAX_STREAMS_UNDER_IIS,
+            _ => MAX_STREAMS,
+        });
+        if max_streams == 0 {
             return err("EVENTS_MAX_STREAMS: must be at least 1");
         }
         if args.max_text == 0 {
@@ -304,7 +318,7 @@ impl Config {
             page_rows: args.page_rows,
             max_text: args.max_text,
             subscriber_buffer: args.subscriber_buffer,
-            max_streams: args.max_streams,
+            max_streams,
             publish_rate: args.publish_rate,
             publish_key: args.publish_key.filter(|k| !k.is_empty()),
             pad,
@@ -378,7 +392,8 @@ fn cors_origins(value: &str) -> Result<Vec<String>, ConfigError> {
                 .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
         if !valid {
             return err(format!(
-                "EVENTS_CORS_ORIGINS: '{o}' is not an origin like https://example.com                  (scheme and host, optional port, no path, no '*')"
+                "EVENTS_CORS_ORIGINS: '{o}' is not an origin like https://example.com \
+                 (scheme and host, optional port, no path, no '*')"
             ));
         }
         if !origins.iter().any(|x| x == o) {
@@ -538,6 +553,17 @@ mod tests {
         let c = Config::from_args(a).expect("valid");
         assert_eq!(c.addr, "127.0.0.1:12345".parse().expect("addr"));
         assert_eq!(c.frontend, Frontend::AspNetCoreModule);
+    }
+
+    #[test]
+    fn the_stream_cap_sits_below_iis_own_limit_under_the_module() {
+        let mut a = args(&[]);
+        a.aspnetcore_port = Some("12345".into());
+        assert_eq!(Config::from_args(a).expect("valid").max_streams, 4_500);
+        assert_eq!(Config::from_args(args(&[])).expect("valid").max_streams, 10_000);
+        let mut a = args(&["--max-streams", "6000"]);
+        a.aspnetcore_port = Some("12345".into());
+        assert_eq!(Config::from_args(a).expect("valid").max_streams, 6_000, "set by hand");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! when the client falls too far behind (it resumes from the history).
 
 use crate::{
+    config::Frontend,
     error::ApiError,
     hub::{Frame, Resume},
     limits,
@@ -152,6 +153,14 @@ pub async fn events(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // nginx (and proxies that honour it) would otherwise buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if state.config.frontend == Frontend::AspNetCoreModule {
+        // IIS's dynamic compression takes any `text/*` answer without a content encoding, and
+        // a compressor holds events back; where an admin locked it on at server level,
+        // web.config cannot turn it off. A content encoding keeps IIS's hands off, as
+        // SignalR's SSE transport does (dotnet/aspnetcore#64719). RFC 9110 says `identity`
+        // SHOULD NOT be sent, so only behind the module, where it is needed.
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("identity"));
+    }
     Ok(response)
 }
 
