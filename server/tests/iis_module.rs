@@ -8,11 +8,13 @@
 
 mod common;
 
-use common::ancm::{self, Handler, Module, Published, WebConfig, HTTP_PLATFORM_BUFFER};
+use common::ancm::{self, Gzip, Handler, Iis, Module, Published, WebConfig, HTTP_PLATFORM_BUFFER};
 use common::{client, next_any, next_event, text_of, PATIENCE};
+use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use std::{
     future::Future,
+    io::Read,
     time::{Duration, Instant},
 };
 
@@ -55,6 +57,11 @@ fn web_config_is_read_as_the_module_reads_it() {
     assert_eq!(config.request_timeout, Duration::from_secs(300));
     assert_eq!(config.env_var("EVENTS_TICK"), Some("1s"));
     assert_eq!(config.env_var("LEPTOS_SITE_ROOT"), Some("site"));
+    // What the app asks of IIS's compression; a server-level lock can override it.
+    assert_eq!(config.do_dynamic_compression, Some(false));
+    // A fresh IIS: 5000 requests in flight, compression as web.config says.
+    assert_eq!(Iis::default().app_concurrent_request_limit, 5000);
+    assert!(!Iis::default().dynamic_compression_locked_on);
     assert!(
         config.request_timeout > Duration::from_secs(15) * 2,
         "the heartbeat must come well inside requestTimeout"
@@ -546,4 +553,382 @@ async fn request_timeout_cuts_a_silent_stream_and_keep_alives_prevent_it() {
         }
     })
     .await;
+}
+
+/// `n` streams through the front, each past its `ready` event (so each is open at the server).
+async fn open_streams(
+    module: &Module,
+    n: usize,
+) -> Vec<impl futures::Stream<Item = eventsource_stream::Event> + Unpin + Send> {
+    futures::future::join_all((0..n).map(|_| async {
+        let mut s = module.stream("/api/events", None).await;
+        assert_eq!(next_any(&mut s).await.event, "ready");
+        s
+    }))
+    .await
+}
+
+/// The requests for `/api/events` the front forwarded to the backend, in order.
+fn streams_forwarded(module: &Module) -> Vec<ancm::Forwarded> {
+    module
+        .forwarded()
+        .into_iter()
+        .filter(|f| f.path.starts_with("/api/events"))
+        .collect()
+}
+
+/// ANCM.md: "IIS counts every open stream as a request: ... `appConcurrentRequestLimit` ...
+/// makes IIS answer 503.2 itself beyond that". Under the module the server's own cap sits below
+/// it (4500 under 5000 by default), so the refusal a client gets is ours, with `Retry-After`.
+/// The same order here at a small scale: our cap 50 under IIS's 60.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_stream_cap_answers_before_iis_concurrent_request_limit() {
+    const CAP: usize = 50;
+    bounded(async {
+        let folder = quiet("cap-first");
+        folder.set_env("EVENTS_MAX_STREAMS", &CAP.to_string());
+        let iis = Iis {
+            app_concurrent_request_limit: 60,
+            ..Iis::default()
+        };
+        let module = Module::start_with(&folder, Handler::site_root(), iis).await;
+        let _open = open_streams(&module, CAP).await;
+        assert_eq!(module.in_flight(), CAP, "IIS counts every open stream");
+
+        let res = client()
+            .get(module.url("/api/events"))
+            .send()
+            .await
+            .expect("stream request");
+        assert_eq!(res.status(), 503);
+        let retry_after = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("our 503 carries Retry-After in seconds");
+        assert!(retry_after >= 1, "Retry-After: {retry_after}");
+        let body: serde_json::Value = res.json().await.expect("a JSON body");
+        assert_eq!(body["error"], "too many open streams; retry later");
+
+        // The server answered it: forwarded, and answered 503 by the backend, not by IIS.
+        let sent = streams_forwarded(&module);
+        assert_eq!(sent.len(), CAP + 1, "{sent:?}");
+        assert_eq!(sent.last().and_then(|f| f.status), Some(503));
+        assert_eq!(module.refused(), 0, "IIS refused nothing");
+    })
+    .await;
+}
+
+/// Nothing set: under the module the server's cap defaults to 4500, below IIS's default
+/// `appConcurrentRequestLimit` of 5000, so that with both as shipped the refusal is ours. Not
+/// under the module (HttpPlatformHandler here), IIS's limit is not the module's to know: 10000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_module_the_stream_cap_defaults_below_iis_own_limit() {
+    bounded(async {
+        let folder = quiet("cap-default");
+        assert_eq!(folder.web_config().env_var("EVENTS_MAX_STREAMS"), None);
+        let module = Module::start(&folder, Handler::site_root()).await;
+        let line = module
+            .wait_for_log(&["listening on http://127.0.0.1:", "max_streams="])
+            .await;
+        assert!(line.contains("max_streams=4500"), "{line}");
+        assert!(4500 < module.iis.app_concurrent_request_limit);
+
+        let folder = quiet("cap-default-hph");
+        let module = Module::start(&folder, Handler::HttpPlatformHandler).await;
+        let line = module
+            .wait_for_log(&["listening on http://127.0.0.1:", "max_streams="])
+            .await;
+        assert!(line.contains("max_streams=10000"), "{line}");
+    })
+    .await;
+}
+
+/// The other order: the server's cap (100) above IIS's limit (60). IIS refuses the 61st request
+/// itself, 503.2 without `Retry-After`, and the server never sees it; any request, not only a
+/// stream, since every request in flight counts. A stream counts until its client goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_app_concurrent_request_limit_iis_answers_503_2_itself() {
+    const LIMIT: usize = 60;
+    bounded(async {
+        let folder = quiet("iis-limit");
+        folder.set_env("EVENTS_MAX_STREAMS", "100");
+        let iis = Iis {
+            app_concurrent_request_limit: LIMIT,
+            ..Iis::default()
+        };
+        let module = Module::start_with(&folder, Handler::site_root(), iis).await;
+        let mut open = open_streams(&module, LIMIT).await;
+        assert_eq!(module.in_flight(), LIMIT);
+
+        let res = client()
+            .get(module.url("/api/events"))
+            .send()
+            .await
+            .expect("stream request");
+        assert_eq!(res.status(), 503);
+        assert!(
+            res.headers().get("retry-after").is_none(),
+            "IIS's 503.2 has no Retry-After: {:?}",
+            res.headers()
+        );
+        let text = res.text().await.expect("body");
+        assert!(text.contains("503.2"), "{text}");
+        assert_eq!(streams_forwarded(&module).len(), LIMIT, "never forwarded");
+        assert_eq!(module.refused(), 1);
+
+        // A publish and the page are requests too.
+        let publish = client()
+            .post(module.url("/api/publish"))
+            .json(&serde_json::json!({ "topic": "chat", "text": "refused" }))
+            .send()
+            .await
+            .expect("publish request");
+        assert_eq!(publish.status(), 503);
+        let page = client().get(module.url("/")).send().await.expect("page");
+        assert_eq!(page.status(), 503);
+        assert_eq!(module.refused(), 3);
+        assert_eq!(
+            module.forwarded().len(),
+            LIMIT,
+            "the backend saw none of them"
+        );
+
+        // One client goes: its stream stops counting, and a new stream gets through.
+        drop(open.pop());
+        let start = Instant::now();
+        loop {
+            let res = client()
+                .get(module.url("/api/events"))
+                .send()
+                .await
+                .expect("stream request");
+            if res.status() == 200 {
+                break;
+            }
+            assert_eq!(res.status(), 503);
+            assert!(
+                start.elapsed() < PATIENCE,
+                "still refused {PATIENCE:?} after a client went (in flight: {})",
+                module.in_flight()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let sent = streams_forwarded(&module);
+        assert_eq!(sent.len(), LIMIT + 1);
+        assert_eq!(sent.last().and_then(|f| f.status), Some(200));
+    })
+    .await;
+}
+
+/// IIS with dynamic compression locked on at server level (ANCM.md: "the only defence left to
+/// the app is a `Content-Encoding` header on the stream"): web.config's
+/// `doDynamicCompression="false"` is overruled, and the stream still arrives live because it
+/// says `Content-Encoding: identity`. The request asks for gzip, as every browser's
+/// `EventSource` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_iis_compression_locked_on_the_stream_says_identity_and_stays_live() {
+    bounded(async {
+        let folder = quiet("gzip-stream");
+        assert_eq!(
+            folder.web_config().do_dynamic_compression,
+            Some(false),
+            "web.config turns it off; the lock overrules that"
+        );
+        let iis = Iis {
+            dynamic_compression_locked_on: true,
+            ..Iis::default()
+        };
+        let module = Module::start_with(&folder, Handler::site_root(), iis).await;
+        // Raw: reqwest here has no gzip feature, so it shows the headers as sent and would
+        // hand a gzipped body to the SSE parser undecoded.
+        let res = client()
+            .get(module.url("/api/events?topic=chat"))
+            .header("accept-encoding", "gzip, deflate, br")
+            .send()
+            .await
+            .expect("stream request");
+        assert_eq!(res.status(), 200);
+        let header = |name: &str| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        assert_eq!(header("content-encoding").as_deref(), Some("identity"));
+        assert!(
+            header("content-type").is_some_and(|t| t.starts_with("text/event-stream")),
+            "{:?}",
+            res.headers()
+        );
+        let sent = streams_forwarded(&module);
+        assert_eq!(sent.len(), 1);
+        assert!(
+            !sent[0].gzipped,
+            "the front left the stream alone: {sent:?}"
+        );
+
+        let mut s = Box::pin(res.bytes_stream().eventsource().map(|e| match e {
+            Ok(event) => event,
+            Err(e) => panic!("the stream broke: {e}"),
+        }));
+        assert_eq!(next_any(&mut s).await.event, "ready");
+        // Each event arrives before the next is published: none is held behind another.
+        for i in 0..5 {
+            let text = format!("live {i}");
+            let id = module.publish("chat", &text).await;
+            let ev = tokio::time::timeout(Duration::from_secs(5), next_event(&mut s))
+                .await
+                .unwrap_or_else(|_| panic!("event {i} did not arrive within 5 s"));
+            assert_eq!((ev.id.clone(), text_of(&ev)), (id.to_string(), text));
+        }
+    })
+    .await;
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .expect("a whole gzip body");
+    out
+}
+
+/// The contrast to the test above: through the same locked-on front, a `text/*` answer that
+/// has no `Content-Encoding` IS gzipped, whatever web.config says; one the server compressed
+/// itself (the page) is left alone, as the stream's `identity` is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iis_compression_locked_on_gzips_text_that_has_no_content_encoding() {
+    bounded(async {
+        let folder = quiet("gzip-text");
+        // Too small for the server's own compression (tower-http skips bodies under 32 bytes):
+        // a text/* answer without Content-Encoding.
+        let css = "body{color:red}";
+        std::fs::write(folder.path().join("site/pkg/tiny.css"), css).expect("write tiny.css");
+        let iis = Iis {
+            dynamic_compression_locked_on: true,
+            ..Iis::default()
+        };
+        let module = Module::start_with(&folder, Handler::site_root(), iis).await;
+        let token = module.token.clone().expect("token");
+
+        // The server's own answer: text/css, no Content-Encoding.
+        let direct = client()
+            .get(module.backend_url("/pkg/tiny.css"))
+            .header("ms-aspnetcore-token", &token)
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .expect("straight to the backend");
+        assert_eq!(direct.status(), 200);
+        assert!(
+            direct.headers().get("content-encoding").is_none(),
+            "{direct:?}"
+        );
+        assert!(
+            direct
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("text/css")),
+            "{direct:?}"
+        );
+        assert_eq!(direct.text().await.expect("css"), css);
+
+        // Through the front: gzipped, its length gone, and it decodes to the same bytes.
+        let res = client()
+            .get(module.url("/pkg/tiny.css"))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .expect("through the front");
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            res.headers().get("content-encoding").map(|v| v.as_bytes()),
+            Some(&b"gzip"[..]),
+            "{res:?}"
+        );
+        assert!(res.headers().get("content-length").is_none(), "{res:?}");
+        let body = res.bytes().await.expect("body");
+        assert_ne!(&body[..], css.as_bytes());
+        assert_eq!(gunzip(&body), css.as_bytes());
+        let tiny = |module: &Module| {
+            module
+                .forwarded()
+                .into_iter()
+                .filter(|f| f.path == "/pkg/tiny.css")
+                .collect::<Vec<_>>()
+        };
+        assert!(tiny(&module).last().is_some_and(|f| f.gzipped));
+
+        // A client that does not take gzip gets it as the server sent it: IIS compresses only
+        // for a client that asks.
+        let res = client()
+            .get(module.url("/pkg/tiny.css"))
+            .send()
+            .await
+            .expect("through the front");
+        assert!(res.headers().get("content-encoding").is_none(), "{res:?}");
+        assert_eq!(res.text().await.expect("css"), css);
+        assert!(tiny(&module).last().is_some_and(|f| !f.gzipped));
+
+        // The page: the server compressed it itself, so IIS leaves it alone: one decoding gives
+        // the HTML.
+        let res = client()
+            .get(module.url("/"))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .expect("page");
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            res.headers().get("content-encoding").map(|v| v.as_bytes()),
+            Some(&b"gzip"[..]),
+            "{res:?}"
+        );
+        let html = String::from_utf8(gunzip(&res.bytes().await.expect("body"))).expect("utf-8");
+        assert!(html.to_ascii_lowercase().contains("<html"), "{html}");
+        let page = module
+            .forwarded()
+            .into_iter()
+            .rfind(|f| f.path == "/")
+            .expect("the page was forwarded");
+        assert!(!page.gzipped, "compressed twice: {page:?}");
+    })
+    .await;
+}
+
+/// What the locked-on compressor does to a stream that does not say `identity`: small events go
+/// in and nothing comes out (beyond gzip's 10-byte header) until the compressor's buffer fills;
+/// then they come out in a burst. Checked on the imitation's compressor itself, by bytes, not by
+/// time: ANCM.md's "events arrive 'one behind'" under IIS's dynamic compression.
+#[test]
+fn the_imitated_compressor_holds_small_events_back_until_its_buffer_fills() {
+    const GZIP_HEADER: usize = 10;
+    let mut gzip = Gzip::new();
+    let mut sent = Vec::new();
+    let mut out = Vec::new();
+    let mut held_events = 0;
+    for id in 1..=1_000_000u64 {
+        let event = format!(
+            "id: {id}\nevent: chat\ndata: {{\"topic\":\"chat\",\"text\":\"small {id}\"}}\n\n"
+        );
+        sent.extend_from_slice(event.as_bytes());
+        out.extend_from_slice(&gzip.push(event.as_bytes()));
+        if out.len() > GZIP_HEADER {
+            break;
+        }
+        held_events += 1;
+    }
+    println!(
+        "the compressor held {held_events} small events ({} bytes) before letting anything out",
+        sent.len()
+    );
+    assert!(
+        held_events >= 100,
+        "only {held_events} events held: not the compressor IIS is"
+    );
+    out.extend_from_slice(&gzip.finish());
+    assert_eq!(gunzip(&out), sent, "everything comes out at the end");
 }

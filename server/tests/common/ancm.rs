@@ -8,6 +8,10 @@
 //! "ANCM.md: ..."). Linux stands in for Windows where it must: `.\server.exe` runs as
 //! `./server`, SIGTERM stands in for Ctrl-Break and SIGKILL for `TerminateProcess`.
 //!
+//! Two settings of IIS itself, which live in applicationHost.config and not in web.config, are
+//! passed to [`Module::start_with`] as [`Iis`]: `appConcurrentRequestLimit`, and dynamic
+//! compression locked on at server level.
+//!
 //! Not imitated: the job object, `processesPerApplication` above 1, HTTPS, Windows
 //! authentication, `app_offline.htm`, and the module's lazy closing of a backend connection
 //! whose client went away (here the backend connection closes as soon as the client's does).
@@ -33,8 +37,13 @@ use std::{
     io::Write,
     net::SocketAddr,
     path::{Path, PathBuf},
+    pin::Pin,
     process::{ExitStatus, Stdio},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    task::{Context, Poll},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 use tokio::{
@@ -51,6 +60,8 @@ type FrontBody = UnsyncBoxBody<Bytes, BoxError>;
 const READY_POLL: Duration = Duration::from_millis(250);
 /// ANCM.md, HttpPlatformHandler: "Its output path holds about 8 KB before sending".
 pub const HTTP_PLATFORM_BUFFER: usize = 8192;
+/// ANCM.md: "`appConcurrentRequestLimit` (5,000 by default, set in applicationHost.config)".
+pub const APP_CONCURRENT_REQUEST_LIMIT: usize = 5000;
 
 // ---------------------------------------------------------------------------------------------
 // web.config
@@ -71,6 +82,9 @@ pub struct WebConfig {
     pub request_timeout: Duration,
     /// `<environmentVariables>`, in document order.
     pub env: Vec<(String, String)>,
+    /// `<urlCompression doDynamicCompression>`, when web.config sets it. What IIS does with it
+    /// depends on the server level: [`Iis::dynamic_compression_locked_on`] ignores it.
+    pub do_dynamic_compression: Option<bool>,
 }
 
 impl WebConfig {
@@ -116,6 +130,11 @@ impl WebConfig {
             shutdown_time_limit: seconds("shutdownTimeLimit", 10),
             request_timeout: attr("requestTimeout").map_or(Duration::from_secs(120), timespan),
             env,
+            do_dynamic_compression: doc
+                .descendants()
+                .find(|n| n.has_tag_name("urlCompression"))
+                .and_then(|n| n.attribute("doDynamicCompression"))
+                .map(|v| v.trim().eq_ignore_ascii_case("true")),
         }
     }
 
@@ -382,6 +401,40 @@ pub struct Forwarded {
     pub path: String,
     pub x_forwarded_for: String,
     pub status: Option<u16>,
+    /// The front gzipped the answer on its way to the client
+    /// ([`Iis::dynamic_compression_locked_on`]).
+    pub gzipped: bool,
+}
+
+/// Settings of IIS itself (applicationHost.config, the server level), which web.config cannot
+/// change. [`Iis::default`] is a fresh installation's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Iis {
+    /// `system.webServer/serverRuntime` `appConcurrentRequestLimit`. ANCM.md: "IIS counts every
+    /// open stream as a request ... [and] answer[s] 503.2 itself beyond that, before the server
+    /// sees the request". Every request in flight counts, from its arrival until its response
+    /// body has ended or its client has gone: an open stream counts for as long as it is open.
+    /// (A client that goes stops counting here at once; under IIS the module notices only at the
+    /// backend's next write, ANCM.md, so a dead stream counts until the next heartbeat.)
+    pub app_concurrent_request_limit: usize,
+    /// Dynamic compression locked on by an admin at server level: the front gzips every
+    /// `text/*` answer that has no `Content-Encoding`, whatever web.config's `<urlCompression
+    /// doDynamicCompression="false" />` says (ANCM.md: "Where an admin has locked compression on
+    /// at server level, the only defence left to the app is a `Content-Encoding` header ... IIS
+    /// compresses `text/*` unless one is present"). As IIS does, only for a client whose
+    /// `Accept-Encoding` takes gzip (every browser's does, an `EventSource`'s included). The
+    /// compressor holds output back until its buffer fills ([`Gzip`]): the events "one behind"
+    /// of aspnet/AspNetCoreModule#16.
+    pub dynamic_compression_locked_on: bool,
+}
+
+impl Default for Iis {
+    fn default() -> Iis {
+        Iis {
+            app_concurrent_request_limit: APP_CONCURRENT_REQUEST_LIMIT,
+            dynamic_compression_locked_on: false,
+        }
+    }
 }
 
 /// What happened when the module stopped the process.
@@ -416,7 +469,10 @@ pub struct Module {
     pub logs: Arc<Mutex<Vec<String>>>,
     /// `logs/stdout_<UTC time>_<pid>.log`, when `stdoutLogEnabled`.
     pub log_file: Option<PathBuf>,
+    /// The IIS settings the front applies.
+    pub iis: Iis,
     forwarded: Arc<Mutex<Vec<Forwarded>>>,
+    counts: Arc<Counts>,
     child: Child,
     accept: JoinHandle<()>,
     _folder: Published,
@@ -424,8 +480,14 @@ pub struct Module {
 
 impl Module {
     /// Starts the server in `folder` as the module would, waits for it to listen, and opens
-    /// the front. Panics (the browser's 502.5) when both start attempts fail.
+    /// the front, with IIS as freshly installed ([`Iis::default`]). Panics (the browser's
+    /// 502.5) when both start attempts fail.
     pub async fn start(folder: &Published, handler: Handler) -> Module {
+        Module::start_with(folder, handler, Iis::default()).await
+    }
+
+    /// [`Module::start`] behind an IIS with the given server-level settings.
+    pub async fn start_with(folder: &Published, handler: Handler, iis: Iis) -> Module {
         let config = folder.web_config();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let log_file = stdout_log_path(folder.path(), &config);
@@ -437,13 +499,16 @@ impl Module {
             match started {
                 Ok(launch) => {
                     let forwarded = Arc::new(Mutex::new(Vec::new()));
+                    let counts = Arc::new(Counts::default());
                     let front = Front {
                         handler: handler.clone(),
                         port: launch.port,
                         token: launch.token.clone(),
                         request_timeout: config.request_timeout,
+                        iis: iis.clone(),
                         client: backend_client(),
                         forwarded: forwarded.clone(),
+                        counts: counts.clone(),
                     };
                     let (front_addr, accept) = front.listen().await;
                     return Module {
@@ -456,7 +521,9 @@ impl Module {
                         attempts: attempt,
                         logs,
                         log_file,
+                        iis,
                         forwarded,
+                        counts,
                         child: launch.child,
                         accept,
                         _folder: folder.clone(),
@@ -500,6 +567,16 @@ impl Module {
 
     pub fn forwarded(&self) -> Vec<Forwarded> {
         self.forwarded.lock().expect("forwarded").clone()
+    }
+
+    /// Requests IIS holds in flight right now, as `appConcurrentRequestLimit` counts them.
+    pub fn in_flight(&self) -> usize {
+        self.counts.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Requests IIS answered with its own 503.2, never forwarded to the backend.
+    pub fn refused(&self) -> usize {
+        self.counts.refused.load(Ordering::SeqCst)
     }
 
     /// Publishes through the front; the event's id.
@@ -862,8 +939,54 @@ struct Front {
     port: u16,
     token: Option<String>,
     request_timeout: Duration,
+    iis: Iis,
     client: Client<HttpConnector, Incoming>,
     forwarded: Arc<Mutex<Vec<Forwarded>>>,
+    counts: Arc<Counts>,
+}
+
+/// What `appConcurrentRequestLimit` counts.
+#[derive(Default)]
+struct Counts {
+    in_flight: AtomicUsize,
+    refused: AtomicUsize,
+}
+
+/// One request in flight; given back when dropped, which is when its response body has ended
+/// or been dropped (hyper drops it when the client goes), or when its client went before the
+/// answer.
+struct InFlight(Arc<Counts>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its request counted until it ends.
+struct Counted {
+    body: FrontBody,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Hop-by-hop headers: a proxy never forwards them.
@@ -891,7 +1014,19 @@ impl Front {
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let front = front.clone();
-                        async move { Ok::<_, Infallible>(front.forward(peer, req).await) }
+                        async move {
+                            let Some(in_flight) = front.admit() else {
+                                return Ok::<_, Infallible>(concurrent_request_limit_exceeded());
+                            };
+                            let res = front.forward(peer, req).await;
+                            Ok(res.map(|body| {
+                                Counted {
+                                    body,
+                                    _in_flight: in_flight,
+                                }
+                                .boxed_unsync()
+                            }))
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), service)
@@ -902,8 +1037,24 @@ impl Front {
         (addr, accept)
     }
 
+    /// `appConcurrentRequestLimit`: counts the request in, or `None` (and counts a refusal)
+    /// when that many are in flight already.
+    fn admit(&self) -> Option<InFlight> {
+        let counts = &self.counts;
+        let before = counts.in_flight.fetch_add(1, Ordering::SeqCst);
+        let in_flight = InFlight(counts.clone());
+        if before >= self.iis.app_concurrent_request_limit {
+            drop(in_flight);
+            counts.refused.fetch_add(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(in_flight)
+    }
+
     async fn forward(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<FrontBody> {
         let (mut parts, body) = req.into_parts();
+        let client_takes_gzip = accepts_gzip(&parts.headers);
+        let head_only = parts.method == hyper::Method::HEAD;
         let path = parts
             .uri
             .path_and_query()
@@ -944,6 +1095,7 @@ impl Front {
             path: path.clone(),
             x_forwarded_for: xff.clone(),
             status,
+            gzipped: false,
         };
         let res = match result {
             Ok(Ok(res)) => res,
@@ -959,15 +1111,35 @@ impl Front {
                 );
             }
         };
-        self.forwarded
-            .lock()
-            .expect("forwarded")
-            .push(note(Some(res.status().as_u16())));
         let (mut parts, body) = res.into_parts();
         // ANCM.md: "From the response, `Transfer-Encoding`, `Date` and `Connection` are
         // dropped and the body is re-chunked by IIS" (hyper re-chunks and dates it here).
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove("date");
+        // ANCM.md: "IIS compresses `text/*` unless [a `Content-Encoding`] is present".
+        let gzip = self.iis.dynamic_compression_locked_on
+            && client_takes_gzip
+            && !head_only
+            && !matches!(parts.status.as_u16(), 204 | 304)
+            && !parts.headers.contains_key("content-encoding")
+            && parts
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/"));
+        if gzip {
+            parts
+                .headers
+                .insert("content-encoding", HeaderValue::from_static("gzip"));
+            parts.headers.remove("content-length");
+            parts
+                .headers
+                .append("vary", HeaderValue::from_static("Accept-Encoding"));
+        }
+        self.forwarded.lock().expect("forwarded").push(Forwarded {
+            gzipped: gzip,
+            ..note(Some(parts.status.as_u16()))
+        });
         let hold = match self.handler {
             Handler::AspNetCoreModule { .. } => None,
             Handler::HttpPlatformHandler => Some(HTTP_PLATFORM_BUFFER),
@@ -975,6 +1147,7 @@ impl Front {
         let relay = Relay {
             body,
             idle: self.request_timeout,
+            gzip: gzip.then(Gzip::new),
             hold,
             held: BytesMut::new(),
             done: false,
@@ -1017,6 +1190,41 @@ fn append_forwarded(headers: &mut HeaderMap, name: &'static str, value: &str) ->
     joined
 }
 
+/// Whether `Accept-Encoding` takes gzip (named, or `*`, with a weight above zero).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("accept-encoding")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let item = item.to_ascii_lowercase();
+            let mut fields = item.split(';');
+            let coding = fields.next().unwrap_or("").trim();
+            let weight = fields
+                .filter_map(|f| f.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (coding == "gzip" || coding == "*") && weight > 0.0
+        })
+}
+
+/// IIS's own answer past `appConcurrentRequestLimit`: 503, substatus 2, and no `Retry-After`
+/// (ANCM.md: "IIS answer[s] 503.2 itself beyond that, before the server sees the request").
+fn concurrent_request_limit_exceeded() -> Response<FrontBody> {
+    let mut res = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "HTTP Error 503.2 - Service Unavailable\r\n\
+         The serverRuntime@appConcurrentRequestLimit setting is being exceeded."
+            .into(),
+    );
+    res.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
 fn plain(status: StatusCode, text: String) -> Response<FrontBody> {
     let mut res = Response::new(
         Full::new(Bytes::from(text))
@@ -1032,6 +1240,8 @@ struct Relay {
     body: Incoming,
     /// `requestTimeout`: the longest silence between two reads from the backend.
     idle: Duration,
+    /// IIS's dynamic compression, before anything else holds the output.
+    gzip: Option<Gzip>,
     /// `None`: every read is passed on at once (ANCM.md: "it reads up to 8 KB from the
     /// backend, writes it to IIS and flushes, every read"). `Some(n)`: HttpPlatformHandler,
     /// which holds output until `n` bytes have accumulated or the response ends.
@@ -1061,6 +1271,9 @@ impl Relay {
                     }
                     Ok(None) => {
                         relay.done = true;
+                        if let Some(gzip) = relay.gzip.take() {
+                            relay.held.extend_from_slice(&gzip.finish());
+                        }
                         if relay.held.is_empty() {
                             return None;
                         }
@@ -1072,9 +1285,15 @@ impl Relay {
                         return Some((Err(e.into()), relay));
                     }
                     Ok(Some(Ok(frame))) => {
-                        let Ok(data) = frame.into_data() else {
+                        let Ok(mut data) = frame.into_data() else {
                             continue; // trailers: IIS does not pass them on
                         };
+                        if let Some(gzip) = &mut relay.gzip {
+                            data = gzip.push(&data);
+                            if data.is_empty() {
+                                continue; // held in the compressor
+                            }
+                        }
                         match relay.hold {
                             None => return Some((Ok(Frame::data(data)), relay)),
                             Some(limit) => {
@@ -1089,5 +1308,39 @@ impl Relay {
                 }
             }
         })
+    }
+}
+
+/// IIS's dynamic compression as the stream sees it: a gzip encoder that is never flushed. What
+/// goes in comes out only when the compressor's own buffer fills, in bursts, or when the body
+/// ends (ANCM.md: "with it on, events arrive 'one behind'", aspnet/AspNetCoreModule#16).
+pub struct Gzip {
+    encoder: flate2::write::GzEncoder<Vec<u8>>,
+}
+
+impl Gzip {
+    pub fn new() -> Gzip {
+        Gzip {
+            encoder: flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()),
+        }
+    }
+
+    /// Takes `data` in; what the compressor lets out now (often nothing).
+    pub fn push(&mut self, data: &[u8]) -> Bytes {
+        self.encoder
+            .write_all(data)
+            .expect("gzip into memory cannot fail");
+        Bytes::from(std::mem::take(self.encoder.get_mut()))
+    }
+
+    /// The end of the body: everything still held, and gzip's trailer.
+    pub fn finish(self) -> Bytes {
+        Bytes::from(self.encoder.finish().expect("gzip into memory cannot fail"))
+    }
+}
+
+impl Default for Gzip {
+    fn default() -> Gzip {
+        Gzip::new()
     }
 }
