@@ -72,7 +72,11 @@ impl std::fmt::Display for PublishError {
         match self {
             PublishError::Topic(msg) => f.write_str(msg),
             PublishError::TextEmpty => f.write_str("text must not be empty or only spaces"),
-            PublishError::TextTooLong { max } => write!(f, "text is longer than {max} bytes"),
+            PublishError::TextTooLong { max } => write!(
+                f,
+                "text is longer than {max} bytes as the stream carries it (JSON-escaped: a \
+                 control character or a quote counts for the bytes of its escape)"
+            ),
         }
     }
 }
@@ -194,7 +198,10 @@ impl Hub {
         if text.trim().is_empty() {
             return Err(PublishError::TextEmpty);
         }
-        if text.len() > self.max_text {
+        // Measured as it goes on the wire: `\u0000` is six bytes in every stream, every
+        // replay and the page, so a limit on the raw text would let one event cost six times
+        // what the setting says.
+        if text.len() > self.max_text || wire::json_escaped_len(text) > self.max_text {
             return Err(PublishError::TextTooLong { max: self.max_text });
         }
         Ok(())
@@ -269,14 +276,29 @@ impl Hub {
 
     /// The newest `limit` events, oldest first (for the page's first render).
     pub fn recent(&self, limit: usize) -> Vec<LiveEvent> {
+        self.recent_within(limit, usize::MAX)
+    }
+
+    /// The newest events, at most `limit` of them and at most `max_bytes` of their encoded
+    /// frames together, oldest first: the page's first render is bounded in bytes whatever
+    /// the history holds (a thousand events of the longest text would be a page of tens of
+    /// megabytes).
+    pub fn recent_within(&self, limit: usize, max_bytes: usize) -> Vec<LiveEvent> {
         let state = self.state();
-        let skip = state.history.len().saturating_sub(limit);
-        state
+        let mut bytes = 0usize;
+        let mut newest: Vec<LiveEvent> = state
             .history
             .iter()
-            .skip(skip)
+            .rev()
+            .take(limit)
+            .take_while(|f| {
+                bytes = bytes.saturating_add(f.bytes.len());
+                bytes <= max_bytes
+            })
             .map(|f| f.event.clone())
-            .collect()
+            .collect();
+        newest.reverse();
+        newest
     }
 
     /// Events held for resuming right now.
@@ -389,6 +411,39 @@ mod tests {
             Some(PublishError::TextTooLong { max: 100 })
         );
         assert!(h.recent(10).is_empty(), "refused events leave no trace");
+    }
+
+    #[test]
+    fn the_text_limit_is_measured_as_the_stream_carries_it() {
+        let h = hub(10);
+        assert!(h.publish("a", &"x".repeat(100)).is_ok());
+        // 17 NULs are 102 bytes once JSON-escaped (`\u0000` each).
+        assert_eq!(
+            h.publish("a", &"\0".repeat(17)).err(),
+            Some(PublishError::TextTooLong { max: 100 })
+        );
+        assert!(h.publish("a", &"\0".repeat(16)).is_ok(), "96 bytes escaped");
+        assert_eq!(
+            h.publish("a", &"\"".repeat(51)).err(),
+            Some(PublishError::TextTooLong { max: 100 })
+        );
+    }
+
+    #[test]
+    fn the_recent_events_are_bounded_in_bytes() {
+        let h = hub(10);
+        for i in 0..5 {
+            h.publish("a", &i.to_string().repeat(50)).expect("ok");
+        }
+        let frame = h.subscribe(&Resume::After(1000)).replay[0].bytes.len();
+        let two: Vec<u64> = h
+            .recent_within(10, 2 * frame + 1)
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(two, [1004, 1005], "the newest that fit, oldest first");
+        assert!(h.recent_within(10, frame - 1).is_empty());
+        assert_eq!(h.recent_within(3, usize::MAX).len(), 3);
     }
 
     #[test]

@@ -34,6 +34,20 @@ pub fn encode(id: Option<u64>, event: Option<&str>, data: &str) -> Bytes {
     out.freeze()
 }
 
+/// The length of `text` once JSON-escaped as serde_json escapes a string (without the
+/// quotes): `"` and `\\` take two bytes, the control characters below U+0020 two (`\n`, `\t`,
+/// ...) or six (`\u0000`), everything else its UTF-8 length. Counted, not encoded, so a
+/// publish is checked without a copy.
+pub fn json_escaped_len(text: &str) -> usize {
+    text.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
 /// The `retry:` hint: how long a browser waits before reconnecting on its own.
 pub fn retry(ms: u64) -> Bytes {
     Bytes::from(format!("retry: {ms}\n\n"))
@@ -43,8 +57,11 @@ pub fn retry(ms: u64) -> Bytes {
 /// up as a failed write, and lets the client's watchdog see the stream is alive (see
 /// `crate::event::PING_EVENT` for why it is an event, not a comment).
 pub fn ping() -> Bytes {
-    Bytes::from_static(b"event: ping\ndata: \n\n")
+    Bytes::from_static(PING)
 }
+
+/// The bytes of [`ping`].
+pub const PING: &[u8] = b"event: ping\ndata: \n\n";
 
 /// Bytes of padding that push an event through HttpPlatformHandler's output buffer (about
 /// 8 KB, measured by an ASP.NET maintainer in aspnet/IISIntegration#7): whatever the buffer
@@ -96,6 +113,14 @@ mod tests {
             .into_iter()
             .map(|r| r.expect("parses"))
             .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn the_escaped_length_is_serde_jsons(text in any::<String>()) {
+            let json = serde_json::to_string(&text).expect("a string serialises");
+            prop_assert_eq!(json_escaped_len(&text), json.len() - 2);
+        }
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! `EventBackend`) and the endpoint of its publish form, `POST {base}/api/publish_event`.
 //!
 //! The form goes through the same event bus and the same checks as `POST /api/publish` except the
-//! publish key, which the page's own users do not have: the form takes same-origin browser
-//! posts instead (see [`same_origin`]).
+//! publish key, which the page's own users do not have. So the key does not guard the form:
+//! whoever can load the page can publish through it (its same-origin check, see
+//! [`same_origin`], stops other sites' pages, not a client that sets the headers itself).
+//! `EVENTS_PUBLISH_FORM=off` closes it, leaving the key as the only way to publish.
 
 use crate::{error::ApiError, listener::Peer, publish::Published, state::AppState};
 use app::{api::EventBackend, event::PageData};
@@ -33,7 +35,10 @@ impl EventBackend for PageBackend {
         });
         PageData {
             topics: config.topics.clone(),
-            events: self.state.hub.recent(config.page_rows),
+            events: self
+                .state
+                .hub
+                .recent_within(config.page_rows, config.page_bytes),
             max_rows: config.page_rows,
             base: config.path_base.clone(),
             form_error,
@@ -106,10 +111,18 @@ pub async fn publish_form(
 }
 
 fn check(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
+    if !state.config.publish_form {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this server's publish form is off (EVENTS_PUBLISH_FORM=off); publish with POST /api/publish and the publish key",
+        ));
+    }
+    // Against other sites' pages posting through a viewer's browser (which cannot forge these
+    // headers); not a password, which is why EVENTS_PUBLISH_FORM exists.
     if state.config.publish_key.is_some() && !same_origin(headers) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "with a publish key set, the form takes posts from this site's own pages only",
+            "this form takes posts from this site's own pages only",
         ));
     }
     state.publish_limit.check(state.client_ip(peer, headers))

@@ -116,9 +116,16 @@ pub struct Args {
     pub publish_rate: u32,
 
     /// When set, `POST /api/publish` needs `Authorization: Bearer <key>` (or `X-Publish-Key`).
-    /// The page's own form stays open to same-origin posts.
+    /// It guards that endpoint only: the page's form stays open to whoever can load the page
+    /// (see EVENTS_PUBLISH_FORM).
     #[arg(long, env = "EVENTS_PUBLISH_KEY", hide_env_values = true)]
     pub publish_key: Option<String>,
+
+    /// The page's publish form (`POST {base}/api/publish_event`): "on" (anyone who can load
+    /// the page may publish through it; its same-origin check stops other sites' pages, it is
+    /// not a password) or "off" (it answers 403; publish with the key only).
+    #[arg(long, env = "EVENTS_PUBLISH_FORM", default_value = "on")]
+    pub publish_form: String,
 
     /// Pad each event with an 8 KiB comment so HttpPlatformHandler's output buffer passes it
     /// on at once: "auto" (when started by HttpPlatformHandler), "on" or "off".
@@ -144,6 +151,48 @@ pub struct Args {
     /// files); past it the answer is 408.
     #[arg(long, env = "EVENTS_REQUEST_TIMEOUT", default_value = "30s")]
     pub request_timeout: String,
+
+    /// Most bytes of missed events sent to one stream when it resumes; past it the client
+    /// gets a `reset` and the newest events that fit.
+    #[arg(long, env = "EVENTS_MAX_REPLAY", default_value_t = 8 * 1024 * 1024)]
+    pub max_replay: usize,
+
+    /// Most bytes of events (as the stream encodes them) in the page's first render.
+    #[arg(long, env = "EVENTS_PAGE_BYTES", default_value_t = 512 * 1024)]
+    pub page_bytes: usize,
+
+    /// Longest a client may take to send a request head, from connecting or from the end of
+    /// its previous answer; then the connection is closed.
+    #[arg(long, env = "EVENTS_HEADER_TIMEOUT", default_value = "10s")]
+    pub header_timeout: String,
+
+    /// A connection with no request in flight (an idle keep-alive, an HTTP/2 connection with
+    /// no stream) is closed after this long.
+    #[arg(long, env = "EVENTS_IDLE_TIMEOUT", default_value = "60s")]
+    pub idle_timeout: String,
+
+    /// Most connections open at once; past it new ones get 503 and are closed. Default: the
+    /// process's descriptor limit less a reserve (Linux), else 16000, so a flood meets this
+    /// answer instead of a failing accept.
+    #[arg(long, env = "EVENTS_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Most connections open at once from one address (0: no limit). Trusted proxies and,
+    /// under the ASP.NET Core Module, the module itself are not counted by address.
+    #[arg(long, env = "EVENTS_MAX_CONNECTIONS_PER_ADDR", default_value_t = 1_000)]
+    pub max_connections_per_addr: usize,
+
+    /// Most streams open at once for one client address (0: no limit); behind IIS or a
+    /// trusted proxy, the address the proxy forwarded.
+    #[arg(long, env = "EVENTS_MAX_STREAMS_PER_ADDR", default_value_t = 1_000)]
+    pub max_streams_per_addr: usize,
+
+    /// Reverse proxies whose `X-Forwarded-For` is believed (its last entry is the client),
+    /// comma-separated addresses or CIDRs, e.g. "127.0.0.1, 10.0.0.0/8". Under the ASP.NET
+    /// Core Module the module's own requests (those with its pairing token) are believed
+    /// without this.
+    #[arg(long, env = "EVENTS_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
 
     /// Log filter (tracing-subscriber syntax), e.g. "info" or "server=debug,info".
     #[arg(long, env = "RUST_LOG", default_value = "info")]
@@ -196,6 +245,8 @@ pub struct Config {
     pub max_streams: usize,
     pub publish_rate: u32,
     pub publish_key: Option<String>,
+    /// The page's form takes posts (`EVENTS_PUBLISH_FORM=on`).
+    pub publish_form: bool,
     /// Whether each event is followed by [`crate::wire::PAD_BYTES`] of padding.
     pub pad: bool,
     pub metrics: bool,
@@ -205,6 +256,16 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Streams on plain HTTP/1 connections are written by `direct_stream.rs` (else hyper).
     pub direct_streams: bool,
+    pub max_replay: usize,
+    pub page_bytes: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    /// 0: no limit.
+    pub max_connections_per_addr: usize,
+    /// 0: no limit.
+    pub max_streams_per_addr: usize,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub log: String,
 }
 
@@ -251,6 +312,30 @@ impl Config {
             &args.request_timeout,
             Duration::from_millis(100),
         )?;
+        let header_timeout = duration(
+            "EVENTS_HEADER_TIMEOUT",
+            &args.header_timeout,
+            Duration::from_millis(100),
+        )?;
+        let idle_timeout = duration(
+            "EVENTS_IDLE_TIMEOUT",
+            &args.idle_timeout,
+            Duration::from_millis(100),
+        )?;
+        let max_connections = args.max_connections.unwrap_or_else(default_max_connections);
+        if max_connections == 0 {
+            return err("EVENTS_MAX_CONNECTIONS: must be at least 1");
+        }
+        let trusted_proxies = trusted_proxies(&args.trusted_proxies)?;
+        let publish_form = match args.publish_form.trim() {
+            "on" => true,
+            "off" => false,
+            other => {
+                return err(format!(
+                    "EVENTS_PUBLISH_FORM: '{other}' is not one of on, off"
+                ))
+            }
+        };
         let metrics = match args.metrics.trim() {
             "on" => true,
             "off" => false,
@@ -321,11 +406,20 @@ impl Config {
             max_streams,
             publish_rate: args.publish_rate,
             publish_key: args.publish_key.filter(|k| !k.is_empty()),
+            publish_form,
             pad,
             direct_streams,
             metrics,
             cors_origins,
             request_timeout,
+            max_replay: args.max_replay,
+            page_bytes: args.page_bytes,
+            header_timeout,
+            idle_timeout,
+            max_connections,
+            max_connections_per_addr: args.max_connections_per_addr,
+            max_streams_per_addr: args.max_streams_per_addr,
+            trusted_proxies,
             log: args.log,
         })
     }
@@ -401,6 +495,40 @@ fn cors_origins(value: &str) -> Result<Vec<String>, ConfigError> {
         }
     }
     Ok(origins)
+}
+
+/// Descriptors kept for what is not a client connection: the listener, files, Redis, logs.
+const DESCRIPTOR_RESERVE: usize = 128;
+
+/// The open-files limit (from `/proc/self/limits`: no unsafe call for it) less a reserve;
+/// 16000 where it cannot be read (Windows has no such per-process limit).
+fn default_max_connections() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse::<usize>().ok()
+        })
+        .map(|soft| soft.saturating_sub(DESCRIPTOR_RESERVE).max(1))
+        .unwrap_or(16_000)
+}
+
+/// `1.2.3.4`, `::1` or `10.0.0.0/8`, comma-separated; a bare address is a /32 (or /128).
+fn trusted_proxies(value: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse::<ipnet::IpNet>()
+                .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ConfigError(format!(
+                        "EVENTS_TRUSTED_PROXIES: '{v}' is not an address or a CIDR like 10.0.0.0/8"
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// The name given, else `host:pid`. Kept to one short line of printable text: it goes into
@@ -560,10 +688,34 @@ mod tests {
         let mut a = args(&[]);
         a.aspnetcore_port = Some("12345".into());
         assert_eq!(Config::from_args(a).expect("valid").max_streams, 4_500);
-        assert_eq!(Config::from_args(args(&[])).expect("valid").max_streams, 10_000);
+        assert_eq!(
+            Config::from_args(args(&[])).expect("valid").max_streams,
+            10_000
+        );
         let mut a = args(&["--max-streams", "6000"]);
         a.aspnetcore_port = Some("12345".into());
-        assert_eq!(Config::from_args(a).expect("valid").max_streams, 6_000, "set by hand");
+        assert_eq!(
+            Config::from_args(a).expect("valid").max_streams,
+            6_000,
+            "set by hand"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_cidrs() {
+        let c = Config::from_args(args(&["--trusted-proxies", "127.0.0.1, 10.0.0.0/8,::1"]))
+            .expect("valid");
+        let shown: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(shown, ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]);
+        let e = Config::from_args(args(&["--trusted-proxies", "10.0.0.0/33"])).expect_err("bad");
+        assert!(
+            e.0.starts_with("EVENTS_TRUSTED_PROXIES: '10.0.0.0/33'"),
+            "{e}"
+        );
+        assert!(Config::from_args(args(&[]))
+            .expect("valid")
+            .trusted_proxies
+            .is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod cors;
 pub mod direct_stream;
 pub mod error;
+pub mod http;
 pub mod iis;
 pub mod limits;
 pub mod listener;
@@ -29,7 +30,7 @@ use config::Config;
 use hub::{Hub, HubSettings};
 use leptos::config::LeptosOptions;
 use state::AppState;
-use std::{future::IntoFuture, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// The longest the server waits for connections to finish after every stream was told to end.
@@ -83,6 +84,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         leptos,
         shutdown: shutdown.clone(),
         open_streams: Default::default(),
+        streams_per_addr: Default::default(),
         publish_limit: Arc::new(limits::PublishLimit::new(config.publish_rate)),
         metrics: if config.metrics {
             crate::metrics::install()
@@ -97,33 +99,48 @@ pub async fn serve(config: Config) -> Result<(), String> {
              (EVENTS_PAD=off to stop); the ASP.NET Core Module needs no padding"
         );
     }
+    if config.publish_key.is_some() && config.publish_form {
+        tracing::info!(
+            "EVENTS_PUBLISH_KEY guards POST /api/publish; the page's form stays open to whoever              can load the page (EVENTS_PUBLISH_FORM=off closes it)"
+        );
+    }
     if let Some(every) = config.tick {
         ticker::spawn(bus, every, shutdown.clone());
     }
     shutdown::on_signals(shutdown.clone());
 
     let router = routes::router(state);
-    let (to_hyper, incoming) = tokio::sync::mpsc::channel(1024);
     // Every connection's task, the direct streams among them: waited for when stopping.
     let connections = TaskTracker::new();
+    let mut exempt = config.trusted_proxies.clone();
+    if config.token.is_some() {
+        // Every request through IIS comes from the module on the loopback.
+        exempt.extend(
+            ["127.0.0.1/32", "::1/128"]
+                .iter()
+                .filter_map(|n| n.parse::<ipnet::IpNet>().ok()),
+        );
+    }
     tokio::spawn(listener::accept(
         listener,
         direct_stream::Direct {
-            router: router.clone(),
+            router,
             path_base: config.path_base.as_str().into(),
             write_timeout: config.write_timeout,
-            hyper: to_hyper,
+            header_timeout: config.header_timeout,
+            hyper: http::Hyper::new(config.header_timeout, config.idle_timeout, config.heartbeat),
             enabled: config.direct_streams,
-            streams: connections.clone(),
+            tasks: connections.clone(),
+            stop: shutdown.clone(),
+        },
+        listener::Caps {
+            max: config.max_connections,
+            per_addr: config.max_connections_per_addr,
+            exempt,
         },
         shutdown.clone(),
         connections.clone(),
     ));
-    let hyper = listener::HyperConnections {
-        incoming,
-        local: bound,
-    };
-    let app = router.into_make_service_with_connect_info::<listener::Peer>();
     tracing::info!(
         addr = %bound,
         frontend = ?config.frontend,
@@ -131,17 +148,14 @@ pub async fn serve(config: Config) -> Result<(), String> {
         site_root = %config.site_root.display(),
         instance = %config.instance,
         events = if config.redis_url.is_some() { "redis" } else { "in-process" },
+        max_streams = config.max_streams,
         "listening on http://{}{}/",
         bound,
         config.path_base
     );
-    let server = axum::serve(hyper, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    match run_until_stopped(server.into_future(), &shutdown, &connections, DRAIN_LIMIT).await {
-        Ok(Drained::All) => {}
-        Ok(Drained::TimedOut) => {
-            tracing::warn!("connections still open after {DRAIN_LIMIT:?}; exiting anyway")
-        }
-        Err(e) => return Err(format!("server error: {e}")),
+    shutdown.cancelled().await;
+    if drain(&connections, DRAIN_LIMIT).await == Drained::TimedOut {
+        tracing::warn!("connections still open after {DRAIN_LIMIT:?}; exiting anyway");
     }
     tracing::info!("stopped");
     Ok(())
@@ -150,54 +164,25 @@ pub async fn serve(config: Config) -> Result<(), String> {
 /// How stopping ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Drained {
-    /// Hyper's side and every tracked task (the direct streams among them) finished.
+    /// Every connection's task (the direct streams among them) finished.
     All,
     /// Something was still open at the drain limit (a client that stopped reading).
     TimedOut,
 }
 
-/// Waits for the stop token, then for hyper's side (`server`, which shuts down gracefully on
-/// the same token) and for every task in `tasks`, at most `limit` after the token.
+/// Once the stop token is cancelled: waits for every connection's task, at most `limit`.
 ///
-/// Whether we are stopping is read from the token, never from which future finished first:
-/// under load the token can be cancelled, and hyper's side (with no connection of its own
-/// left) finish, between the polls of one `select!`, even a biased one. Returning then dropped
-/// the runtime, and with it every direct stream before it wrote its last chunk (the broken
-/// bodies of a recycle under load).
-async fn run_until_stopped<F>(
-    server: F,
-    stop: &CancellationToken,
-    tasks: &TaskTracker,
-    limit: Duration,
-) -> std::io::Result<Drained>
-where
-    F: std::future::Future<Output = std::io::Result<()>>,
-{
-    let mut server = std::pin::pin!(server);
-    let mut served = None;
-    tokio::select! {
-        _ = stop.cancelled() => {}
-        done = &mut server => {
-            if !stop.is_cancelled() {
-                // Hyper's side ends by itself only on an error.
-                done?;
-                return Err(std::io::Error::other("the server stopped without being asked to"));
-            }
-            served = Some(done);
-        }
-    }
+/// Every connection, whoever serves it, is a task of the one tracker, and each ends on the
+/// same token (hyper's gracefully, the streams with their last chunk). Returning earlier
+/// drops the runtime, and with it every stream before it has written its end: with two
+/// things to wait for (hyper's serve loop and the direct streams) an earlier version took
+/// "hyper's side is done" for "everything is done", which under load was not yet true, and a
+/// recycle cut streams mid-body.
+async fn drain(tasks: &TaskTracker, limit: Duration) -> Drained {
     tasks.close();
-    let drained = async {
-        match served {
-            Some(done) => done?,
-            None => server.await?,
-        }
-        tasks.wait().await;
-        Ok::<(), std::io::Error>(())
-    };
-    match tokio::time::timeout(limit, drained).await {
-        Ok(done) => done.map(|()| Drained::All),
-        Err(_) => Ok(Drained::TimedOut),
+    match tokio::time::timeout(limit, tasks.wait()).await {
+        Ok(()) => Drained::All,
+        Err(_) => Drained::TimedOut,
     }
 }
 
@@ -206,71 +191,27 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    /// A task that, once the token is cancelled, still needs a moment (a stream writing its
-    /// last chunk); `true` in the flag when it got to the end.
-    fn slow_stream(tasks: &TaskTracker, stop: &CancellationToken) -> Arc<AtomicBool> {
+    #[tokio::test]
+    async fn stopping_waits_for_every_connection_to_write_its_end() {
+        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
         let finished = Arc::new(AtomicBool::new(false));
-        let (flag, stop) = (finished.clone(), stop.clone());
+        let (flag, token) = (finished.clone(), stop.clone());
+        // A stream that needs a moment after the token to write its last chunk.
         tasks.spawn(async move {
-            stop.cancelled().await;
+            token.cancelled().await;
             tokio::time::sleep(Duration::from_millis(50)).await;
             flag.store(true, Ordering::SeqCst);
         });
-        finished
-    }
-
-    #[tokio::test]
-    async fn streams_are_waited_for_when_hyper_finishes_as_the_token_is_cancelled() {
-        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
-        let finished = slow_stream(&tasks, &stop);
-        // The race of a recycle under load, made certain: hyper's side sees the token and
-        // finishes within the same poll in which the token is cancelled.
-        let token = stop.clone();
-        let server = std::future::poll_fn(move |_| {
-            token.cancel();
-            std::task::Poll::Ready(Ok(()))
-        });
-        let drained = run_until_stopped(server, &stop, &tasks, Duration::from_secs(5)).await;
-        assert_eq!(drained.expect("drained"), Drained::All);
-        assert!(finished.load(Ordering::SeqCst), "the stream was cut");
-    }
-
-    #[tokio::test]
-    async fn streams_are_waited_for_when_the_token_comes_first() {
-        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
-        let finished = slow_stream(&tasks, &stop);
-        let token = stop.clone();
-        let server = async move {
-            token.cancelled().await;
-            Ok(())
-        };
-        let canceller = stop.clone();
-        tokio::spawn(async move { canceller.cancel() });
-        let drained = run_until_stopped(server, &stop, &tasks, Duration::from_secs(5)).await;
-        assert_eq!(drained.expect("drained"), Drained::All);
-        assert!(finished.load(Ordering::SeqCst), "the stream was cut");
-    }
-
-    #[tokio::test]
-    async fn a_task_that_never_ends_is_left_at_the_limit() {
-        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
-        tasks.spawn(std::future::pending::<()>());
         stop.cancel();
-        let drained = run_until_stopped(
-            std::future::pending(),
-            &stop,
-            &tasks,
-            Duration::from_millis(50),
-        )
-        .await;
-        assert_eq!(drained.expect("drained"), Drained::TimedOut);
+        assert_eq!(drain(&tasks, Duration::from_secs(5)).await, Drained::All);
+        assert!(finished.load(Ordering::SeqCst), "the stream was cut");
     }
 
     #[tokio::test]
-    async fn hyper_failing_on_its_own_is_an_error() {
-        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
-        let server = async { Err(std::io::Error::other("accept failed")) };
-        let drained = run_until_stopped(server, &stop, &tasks, Duration::from_secs(1)).await;
-        assert!(drained.is_err());
+    async fn a_connection_that_never_ends_is_left_at_the_limit() {
+        let tasks = TaskTracker::new();
+        tasks.spawn(std::future::pending::<()>());
+        let drained = drain(&tasks, Duration::from_millis(50)).await;
+        assert_eq!(drained, Drained::TimedOut);
     }
 }

@@ -1,5 +1,6 @@
-//! The accept side: an explicit backlog, `TCP_NODELAY`, the first request's head read to
-//! choose the stream's direct writer or hyper, and a deadline on every write.
+//! The accept side: an explicit backlog, `TCP_NODELAY`, the caps on connections (in total and
+//! per address), the first request's head read to choose the stream's direct writer or hyper,
+//! and a deadline on every write.
 //!
 //! A client that stops reading (a frozen tab, a proxy that holds the stream, a peer that
 //! vanished without a FIN) leaves its socket's send buffer full; hyper then waits on that write
@@ -8,34 +9,32 @@
 //! (tokio-io-timeout arms the timer inside `poll_write`), the stream is dropped and its slot
 //! freed, and a log line names the client.
 
-use crate::direct_stream::Direct;
-use axum::{extract::connect_info::Connected, serve::IncomingStream};
+use crate::{
+    direct_stream::Direct,
+    limits::{PerAddress, Slot},
+};
 use bytes::Bytes;
 use std::{
     io,
     net::SocketAddr,
     pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::Duration,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpSocket, TcpStream},
-    sync::mpsc,
 };
 use tokio_io_timeout::TimeoutStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-/// The connection's remote address, as `ConnectInfo` (axum provides it only for a plain
-/// `TcpListener`).
+/// The connection's remote address, as `ConnectInfo`.
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
-
-impl Connected<IncomingStream<'_, HyperConnections>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, HyperConnections>) -> Peer {
-        Peer(*stream.remote_addr())
-    }
-}
 
 /// Binds with an explicit backlog: a reconnect storm past the default one drops SYNs, and the
 /// client retries only after a full second.
@@ -56,14 +55,39 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
+/// What the accept loop counts: every open connection, and those of each address.
+pub struct Caps {
+    pub max: usize,
+    /// 0: no limit.
+    pub per_addr: usize,
+    /// Peers not counted by address: trusted proxies and, under the module, the loopback it
+    /// connects from (every request through IIS comes from there).
+    pub exempt: Vec<ipnet::IpNet>,
+}
+
+/// Held by a connection's task (and its stream's) for as long as the connection is open.
+pub struct ConnSlot {
+    open: Arc<AtomicUsize>,
+    _addr: Option<Slot>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Accepts until the server stops; each connection's first request decides who serves it
-/// (see `direct_stream.rs`).
+/// (see `direct_stream.rs`). Past a cap the connection gets a 503 and is closed at once.
 pub async fn accept(
     listener: TcpListener,
     direct: Direct,
+    caps: Caps,
     stop: CancellationToken,
     streams: TaskTracker,
 ) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let per_addr = PerAddress::default();
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -73,7 +97,11 @@ pub async fn accept(
             Ok((tcp, peer)) => {
                 // Small event writes must not wait for the previous response's ACK.
                 let _ = tcp.set_nodelay(true);
-                streams.spawn(direct.clone().serve(tcp, peer));
+                let Some(slot) = admit(&caps, &open, &per_addr, peer) else {
+                    refuse(tcp);
+                    continue;
+                };
+                streams.spawn(direct.clone().serve(tcp, peer, slot));
             }
             // Out of descriptors and the like: back off instead of spinning (as axum's own
             // listener does), and keep serving the connections already open.
@@ -85,28 +113,46 @@ pub async fn accept(
     }
 }
 
-/// The connections hyper serves, as axum's listener: fed by [`accept`].
-pub struct HyperConnections {
-    pub incoming: mpsc::Receiver<(Deadline, SocketAddr)>,
-    pub local: SocketAddr,
-}
-
-impl axum::serve::Listener for HyperConnections {
-    type Io = Deadline;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Deadline, SocketAddr) {
-        match self.incoming.recv().await {
-            Some(conn) => conn,
-            // The accept loop has stopped: so has the server; axum's graceful shutdown ends
-            // the serving loop without another accept.
-            None => std::future::pending().await,
+/// A slot for a new connection from `peer`, or `None` past a cap (logged).
+fn admit(
+    caps: &Caps,
+    open: &Arc<AtomicUsize>,
+    per_addr: &PerAddress,
+    peer: SocketAddr,
+) -> Option<ConnSlot> {
+    if open.fetch_add(1, Ordering::Relaxed) >= caps.max {
+        open.fetch_sub(1, Ordering::Relaxed);
+        metrics::counter!(crate::metrics::CONNECTIONS_REFUSED).increment(1);
+        tracing::warn!(client = %peer, max = caps.max, "connection refused: at the EVENTS_MAX_CONNECTIONS cap");
+        return None;
+    }
+    let mut slot = ConnSlot {
+        open: open.clone(),
+        _addr: None,
+    };
+    if crate::limits::is_listed(&caps.exempt, peer.ip()) {
+        return Some(slot);
+    }
+    match per_addr.acquire(peer.ip(), caps.per_addr) {
+        Ok(addr) => {
+            slot._addr = Some(addr);
+            Some(slot)
+        }
+        Err(held) => {
+            metrics::counter!(crate::metrics::CONNECTIONS_REFUSED).increment(1);
+            tracing::warn!(client = %peer, held, "connection refused: at the EVENTS_MAX_CONNECTIONS_PER_ADDR cap");
+            None
         }
     }
+}
 
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local)
-    }
+/// A short 503 written without waiting, then the close: the refused client learns why, and
+/// the refusal costs no task.
+fn refuse(tcp: TcpStream) {
+    const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+        retry-after: 10\r\ncontent-length: 33\r\nconnection: close\r\n\r\n\
+        too many connections; retry later";
+    let _ = tcp.try_write(ANSWER);
 }
 
 /// A connection whose first bytes were already read (to see what it asks for), given back
@@ -238,8 +284,14 @@ impl AsyncWrite for Deadline {
 
 fn stalled(e: io::Error, peer: SocketAddr) -> io::Error {
     if e.kind() == io::ErrorKind::TimedOut {
-        metrics::counter!(crate::metrics::DROPPED_STALLED).increment(1);
-        tracing::warn!(client = %peer, "client stopped reading: write deadline passed; dropping its connection");
+        stalled_client(&peer);
     }
     e
+}
+
+/// The one rule for a write that made no progress within the deadline, whoever wrote: counted
+/// and logged here, and the caller drops the connection.
+pub fn stalled_client(client: &dyn std::fmt::Display) {
+    metrics::counter!(crate::metrics::DROPPED_STALLED).increment(1);
+    tracing::warn!(client = %client, "client stopped reading: write deadline passed; dropping its connection");
 }

@@ -30,6 +30,7 @@ pub const DELIVERIES: &str = "sse_deliveries_total";
 pub const DROPPED_LAGGING: &str = "sse_subscribers_dropped_lagging_total";
 pub const DROPPED_STALLED: &str = "sse_connections_dropped_stalled_total";
 pub const RESUMES: &str = "sse_resumes_total";
+pub const CONNECTIONS_REFUSED: &str = "sse_connections_refused_total";
 
 /// Why a stream ended, the `reason` label of [`STREAMS_CLOSED`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,7 +91,11 @@ fn describe() {
     );
     describe_counter!(
         STREAMS_REFUSED,
-        "Event streams refused at EVENTS_MAX_STREAMS"
+        "Event streams refused at EVENTS_MAX_STREAMS or EVENTS_MAX_STREAMS_PER_ADDR"
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections refused at EVENTS_MAX_CONNECTIONS or EVENTS_MAX_CONNECTIONS_PER_ADDR"
     );
     describe_counter!(STREAMS_CLOSED, "Event streams ended, by reason");
     describe_counter!(EVENTS_PUBLISHED, "Events published (every source)");
@@ -113,6 +118,7 @@ fn describe() {
     for name in [
         STREAMS_OPENED,
         STREAMS_REFUSED,
+        CONNECTIONS_REFUSED,
         EVENTS_PUBLISHED,
         DELIVERIES,
         DROPPED_LAGGING,

@@ -16,7 +16,7 @@ use crate::{
     state::AppState,
     wire,
 };
-use app::event::{Ready, READY_EVENT, RESET_EVENT};
+use app::event::{Ready, Reset, READY_EVENT, RESET_EVENT};
 use axum::{
     extract::{ConnectInfo, Query, State},
     http::{header, HeaderMap, HeaderValue},
@@ -73,28 +73,51 @@ pub async fn events(
         metrics::counter!(figures::STREAMS_REFUSED).increment(1);
         return Ok(limits::too_many_streams(open - 1));
     }
+    let client_ip = state.client_ip(peer, &headers);
+    let addr_slot = match state
+        .streams_per_addr
+        .acquire(client_ip, state.config.max_streams_per_addr)
+    {
+        Ok(slot) => slot,
+        Err(held) => {
+            state.open_streams.fetch_sub(1, Ordering::Relaxed);
+            metrics::counter!(figures::STREAMS_REFUSED).increment(1);
+            return Ok(limits::too_many_streams_from(client_ip, held));
+        }
+    };
     metrics::counter!(figures::STREAMS_OPENED).increment(1);
     if resume != Resume::Fresh {
         figures::resumed(sub.reset.is_some());
     }
-    let mut first = BytesMut::new();
     // Each connection gets its own reconnect delay, so a restart does not bring every client
     // back in the same instant.
     let retry = limits::jitter(state.config.retry);
-    first.extend_from_slice(&wire::retry(retry.as_millis() as u64));
-    if let Some(reset) = &sub.reset {
-        let data = serde_json::to_string(reset).unwrap_or_default();
-        first.extend_from_slice(&wire::encode(None, Some(RESET_EVENT), &data));
-    }
-    let mut replayed = 0usize;
-    for frame in sub
+    let mut opening = BytesMut::new();
+    opening.extend_from_slice(&wire::retry(retry.as_millis() as u64));
+    let wanted_frames = sub
         .replay
-        .iter()
-        .filter(|f| wanted(&filter, &f.event.topic))
-    {
-        first.extend_from_slice(&frame.bytes);
-        replayed += 1;
+        .into_iter()
+        .filter(|f| wanted(&filter, &f.event.topic));
+    let (replay, cut) = within_budget(wanted_frames, state.config.max_replay);
+    let mut reset = sub.reset;
+    if cut && reset.is_none() {
+        // More was missed than one stream may be sent at once: say so, as for a position
+        // outside the history, and send the newest events that fit.
+        tracing::warn!(%client, max_bytes = state.config.max_replay, "replay cut to EVENTS_MAX_REPLAY; the client gets a reset");
+        reset = Some(Reset {
+            requested: match &resume {
+                Resume::After(id) => id.to_string(),
+                other => format!("{other:?}"),
+            },
+            oldest: replay.first().map(|f| f.event.id),
+            head: sub.head,
+        });
     }
+    if let Some(reset) = &reset {
+        let data = serde_json::to_string(reset).unwrap_or_default();
+        opening.extend_from_slice(&wire::encode(None, Some(RESET_EVENT), &data));
+    }
+    let replayed = replay.len();
     let deliveries = figures::deliveries();
     // Replayed events are deliveries too: the client receives each one once.
     deliveries.increment(replayed as u64);
@@ -104,16 +127,18 @@ pub async fn events(
         instance: state.config.instance.clone(),
     };
     let data = serde_json::to_string(&ready).unwrap_or_default();
-    first.extend_from_slice(&wire::encode(Some(sub.head), Some(READY_EVENT), &data));
+    let mut ready = BytesMut::from(&wire::encode(Some(sub.head), Some(READY_EVENT), &data)[..]);
     let pad = state.config.pad.then(wire::padding);
     if let Some(pad) = &pad {
-        first.extend_from_slice(pad);
+        ready.extend_from_slice(pad);
     }
 
-    tracing::info!(%client, ?resume, replayed, reset = sub.reset.is_some(), open, "stream opened");
+    tracing::info!(%client, ?resume, replayed, reset = reset.is_some(), open, "stream opened");
 
     let plan = Plan {
-        first: first.freeze(),
+        opening: opening.freeze(),
+        replay,
+        ready: ready.freeze(),
         live: sub.live,
         heartbeat: state.config.heartbeat,
         filter,
@@ -126,6 +151,7 @@ pub async fn events(
             delivered: 0,
             deliveries,
             ended: None,
+            _addr: addr_slot,
         },
     };
     // Whoever takes the plan first writes the stream: the direct writer (`direct_stream.rs`) when the
@@ -159,7 +185,10 @@ pub async fn events(
         // web.config cannot turn it off. A content encoding keeps IIS's hands off, as
         // SignalR's SSE transport does (dotnet/aspnetcore#64719). RFC 9110 says `identity`
         // SHOULD NOT be sent, so only behind the module, where it is needed.
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("identity"));
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
     }
     Ok(response)
 }
@@ -178,9 +207,37 @@ fn topic_filter(value: Option<&str>, known: &[String]) -> Result<Option<Arc<[Str
                 known.join(", ")
             )));
         }
-        topics.push(t.to_string());
+        // Once each: the list is kept for the stream's life and read per event, so 13,000
+        // repeats of one name must not cost 13,000 entries.
+        if !topics.iter().any(|x| x == t) {
+            topics.push(t.to_string());
+        }
+    }
+    if topics.len() == known.len() {
+        return Ok(None);
     }
     Ok(Some(topics.into()))
+}
+
+/// The newest `frames` whose bytes fit in `max_bytes` together, oldest first, and whether any
+/// were left out.
+fn within_budget(
+    frames: impl DoubleEndedIterator<Item = Arc<Frame>>,
+    max_bytes: usize,
+) -> (Vec<Arc<Frame>>, bool) {
+    let mut bytes = 0usize;
+    let mut cut = false;
+    let mut kept = Vec::new();
+    for frame in frames.rev() {
+        bytes = bytes.saturating_add(frame.bytes.len());
+        if bytes > max_bytes {
+            cut = true;
+            break;
+        }
+        kept.push(frame);
+    }
+    kept.reverse();
+    (kept, cut)
 }
 
 fn wanted(filter: &Option<Arc<[String]>>, topic: &str) -> bool {
@@ -189,8 +246,14 @@ fn wanted(filter: &Option<Arc<[String]>>, topic: &str) -> bool {
 
 /// An opened stream, not yet written: everything either writer needs.
 pub struct Plan {
-    /// `retry:`, any `reset` and replay, the `ready` event (and padding): written at once.
-    pub first: Bytes,
+    /// `retry:` and any `reset`: written with the response head.
+    pub opening: Bytes,
+    /// The missed events, oldest first: the history's own frames, shared, never copied into a
+    /// buffer of the stream's (a few dozen streams resuming from a large history each copied
+    /// it whole, and the process ran out of memory).
+    pub replay: Vec<Arc<Frame>>,
+    /// The `ready` event (and padding): written after the replay.
+    pub ready: Bytes,
     pub live: broadcast::Receiver<Arc<Frame>>,
     pub heartbeat: Duration,
     pub filter: Option<Arc<[String]>>,
@@ -228,7 +291,8 @@ enum BodyState {
 /// The stream as hyper writes it: for HTTP/2, and HTTP/1 connections that asked for something
 /// else first (see `direct_stream.rs` for the path most streams take).
 struct Connection {
-    first: Option<Bytes>,
+    /// The opening, the replay's frames and `ready`, in the order they are written.
+    first: std::collections::VecDeque<Bytes>,
     plan: Plan,
     heartbeat: tokio::time::Interval,
     /// Made once and polled on every call, as in `direct_stream.rs`: a new `cancelled()` per
@@ -243,8 +307,15 @@ impl Connection {
             tokio::time::interval_at(tokio::time::Instant::now() + plan.heartbeat, plan.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Connection {
-            // Taken, not cloned: the plan need not hold the opening for the stream's life.
-            first: Some(std::mem::take(&mut plan.first)),
+            // Taken: the plan need not hold the opening and the replay for the stream's life.
+            first: std::iter::once(std::mem::take(&mut plan.opening))
+                .chain(
+                    std::mem::take(&mut plan.replay)
+                        .into_iter()
+                        .map(|f| f.bytes.clone()),
+                )
+                .chain([std::mem::take(&mut plan.ready)])
+                .collect(),
             stopping: Box::pin(plan.guard.shutdown.clone().cancelled_owned()),
             plan,
             heartbeat,
@@ -259,7 +330,7 @@ impl Connection {
 
     /// The next chunk to write, or `None` to end the stream.
     async fn next(&mut self) -> Option<Bytes> {
-        if let Some(first) = self.first.take() {
+        if let Some(first) = self.first.pop_front() {
             return Some(first);
         }
         loop {
@@ -302,6 +373,8 @@ pub struct Guard {
     /// Set when the server ended the stream; a body dropped without it means the client went
     /// away (closed, reset, or a write failed or stalled).
     ended: Option<Ended>,
+    /// The stream's place under `EVENTS_MAX_STREAMS_PER_ADDR`.
+    _addr: limits::Slot,
 }
 
 impl Guard {

@@ -21,6 +21,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Streams open right now.
     pub open_streams: Arc<AtomicUsize>,
+    /// Streams open right now, by client address (`EVENTS_MAX_STREAMS_PER_ADDR`).
+    pub streams_per_addr: crate::limits::PerAddress,
     pub publish_limit: Arc<crate::limits::PublishLimit>,
     /// The Prometheus recorder's handle; `None` with `EVENTS_METRICS=off`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -35,10 +37,22 @@ impl FromRef<AppState> for LeptosOptions {
 impl AppState {
     /// The address a request is attributed to in the logs.
     pub fn client_addr(&self, peer: SocketAddr, headers: &HeaderMap) -> String {
-        crate::iis::client_addr(self.config.token.is_some(), peer, headers)
+        crate::iis::client_addr(self.forwarded_by_proxy(peer), peer, headers)
     }
 
+    /// The client's IP, for per-client limits (publish rate, streams per address).
     pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> std::net::IpAddr {
-        crate::iis::client_ip(self.config.token.is_some(), peer, headers)
+        crate::iis::client_ip(self.forwarded_by_proxy(peer), peer, headers)
+    }
+
+    /// Whether the request's `X-Forwarded-For` was written by a proxy we trust: the module
+    /// (with a token set, only requests that carried it get this far) or a listed proxy.
+    fn forwarded_by_proxy(&self, peer: SocketAddr) -> bool {
+        self.config.token.is_some() || self.is_trusted_proxy(peer.ip())
+    }
+
+    /// A peer listed in `EVENTS_TRUSTED_PROXIES`.
+    pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        crate::limits::is_listed(&self.config.trusted_proxies, ip)
     }
 }

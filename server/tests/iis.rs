@@ -236,10 +236,16 @@ async fn shutdown_with_thousands_of_streams_is_prompt() {
     const STREAMS: usize = 2000;
     let mut server = spawn(Options::new().aspnetcore(TOKEN, "/"));
     let addr = server.base.trim_start_matches("http://").to_string();
-    let request =
-        format!("GET /api/events HTTP/1.1\r\nHost: test\r\nMS-ASPNETCORE-TOKEN: {TOKEN}\r\n\r\n");
     let mut sockets = Vec::with_capacity(STREAMS);
-    for _ in 0..STREAMS {
+    for i in 0..STREAMS {
+        // Each from a viewer of its own, as the module forwards them (one address may hold
+        // only EVENTS_MAX_STREAMS_PER_ADDR streams).
+        let request = format!(
+            "GET /api/events HTTP/1.1\r\nHost: test\r\nMS-ASPNETCORE-TOKEN: {TOKEN}\r\n\
+             X-Forwarded-For: 10.0.{}.{}:50000\r\n\r\n",
+            i / 250,
+            i % 250
+        );
         let mut s = tokio::net::TcpStream::connect(&addr)
             .await
             .expect("connect");

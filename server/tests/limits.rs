@@ -144,6 +144,48 @@ async fn a_publish_key_guards_the_api_but_not_the_pages_own_form() {
         403
     );
     assert_eq!(form(None).await.expect("req").status(), 403);
+    // Said at startup, so an operator reading the log knows what the key does not cover.
+    server
+        .wait_for_log(&[
+            "EVENTS_PUBLISH_KEY guards POST /api/publish",
+            "EVENTS_PUBLISH_FORM=off",
+        ])
+        .await;
+}
+
+/// The key does not guard the form (anyone who can load the page can post through it): an
+/// operator who wants the key to be the only way to publish turns the form off.
+#[tokio::test]
+async fn with_the_form_off_only_the_key_publishes() {
+    let server = spawn(
+        Options::new()
+            .env("EVENTS_PUBLISH_KEY", "s3cret")
+            .env("EVENTS_PUBLISH_FORM", "off"),
+    );
+    let res = server
+        .request(Method::POST, "/api/publish_event")
+        .header("Accept", "application/json")
+        .header("Origin", server.origin())
+        .form(&[("topic", "chat"), ("text", "from the page")])
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), 403);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("EVENTS_PUBLISH_FORM=off")),
+        "{body}"
+    );
+    let keyed = client()
+        .post(server.url("/api/publish"))
+        .header("Authorization", "Bearer s3cret")
+        .json(&serde_json::json!({"topic": "chat", "text": "keyed"}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(keyed.status(), 201);
 }
 
 #[tokio::test]

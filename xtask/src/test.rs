@@ -56,7 +56,7 @@ pub const HYPER_WRITER_TESTS: &[&str] = &[
 /// How long each fuzz target runs in the test.
 pub const FUZZ_SECONDS: u32 = 20;
 /// The cargo-fuzz targets in fuzz/.
-pub const FUZZ_TARGETS: &[&str] = &["wire", "publish"];
+pub const FUZZ_TARGETS: &[&str] = &["wire", "publish", "head"];
 
 /// Runs named steps, remembers how long each took, prints the table at the end (also on failure).
 struct Steps {
