@@ -1,7 +1,6 @@
 //! The live event server as a library: the binary (`main.rs`) parses the settings and calls
 //! [`serve`]; the fuzz targets reach the wire format and the publish parser through it.
 
-pub mod backend;
 pub mod bus;
 pub mod config;
 pub mod cors;
@@ -12,6 +11,7 @@ pub mod iis;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod page;
 pub mod publish;
 pub mod routes;
 pub mod security;

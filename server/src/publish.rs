@@ -1,15 +1,31 @@
-//! `POST /api/publish`, for scripts and curl. The page's form posts to its own endpoint
-//! (`crate::backend::publish_form`) that calls the same [`Bus::publish`](crate::bus::Bus::publish).
+//! Publishing, from both doors, over one path (check, publish on the bus, log, answer):
+//!
+//! - `POST {base}/api/publish`, JSON, for scripts and curl; with `EVENTS_PUBLISH_KEY` set it
+//!   needs the key.
+//! - `POST {base}/api/publish_event`, the page's form (`application/x-www-form-urlencoded`).
+//!   The page's own users do not have the key, so the key does not guard the form: whoever can
+//!   load the page can publish through it (its same-origin check, see [`same_origin`], stops
+//!   other sites' pages, not a client that sets the headers itself). `EVENTS_PUBLISH_FORM=off`
+//!   closes it, leaving the key as the only way to publish.
 
-use crate::{error::ApiError, listener::Peer, state::AppState};
+use crate::{error::ApiError, listener::Peer, page::FORM_ERROR_PARAM, state::AppState};
+use app::event::LiveEvent;
 use axum::{
-    extract::{rejection::JsonRejection, ConnectInfo, State},
-    http::{HeaderMap, StatusCode},
-    Json,
+    extract::{
+        rejection::{FormRejection, JsonRejection},
+        ConnectInfo, State,
+    },
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Redirect, Response},
+    Form, Json,
 };
 pub use events_core::publish::{PublishRequest, Published};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use subtle::ConstantTimeEq;
 
-pub async fn publish(
+/// `POST {base}/api/publish`: 201 and the event's id, or the refusal as JSON.
+pub async fn api(
     State(state): State<AppState>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
@@ -20,39 +36,209 @@ pub async fn publish(
     }
     state.publish_limit.check(state.client_ip(peer, &headers))?;
     let Json(request) = body?;
-    let client = state.client_addr(peer, &headers);
-    let event = state
-        .bus
-        .publish(&request.topic, &request.text)
-        .await
-        .map_err(|e| {
-            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            ApiError::new(status, e.to_string())
-        })?;
-    tracing::info!(%client, id = event.id, topic = %event.topic, bytes = event.text.len(), "published");
-    Ok((
-        StatusCode::CREATED,
-        Json(Published {
-            id: event.id,
-            topic: event.topic,
-            sent_ms: event.sent_ms,
-        }),
-    ))
+    let event = publish(&state, peer, &headers, &request.topic, &request.text, "api").await?;
+    Ok((StatusCode::CREATED, Json(published(event))))
 }
 
-/// `Authorization: Bearer <key>` or `X-Publish-Key: <key>`.
+/// The one path both doors take once the request is allowed: publish on the bus, log, and
+/// map the bus's refusal to its status (400 for the sender's mistake, 503 for an event store
+/// that cannot be reached).
+async fn publish(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    topic: &str,
+    text: &str,
+    via: &'static str,
+) -> Result<LiveEvent, ApiError> {
+    let client = state.client_addr(peer, headers);
+    match state.bus.publish(topic, text).await {
+        Ok(event) => {
+            tracing::info!(%client, id = event.id, topic = %event.topic, bytes = event.text.len(), via, "published");
+            Ok(event)
+        }
+        Err(e) => {
+            let status =
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            Err(ApiError::new(status, e.to_string()))
+        }
+    }
+}
+
+fn published(event: LiveEvent) -> Published {
+    Published {
+        id: event.id,
+        topic: event.topic,
+        sent_ms: event.sent_ms,
+    }
+}
+
+/// `Authorization: Bearer <key>` or `X-Publish-Key: <key>`, compared in constant time.
 fn check_key(key: &str, headers: &HeaderMap) -> Result<(), ApiError> {
     let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
+        .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let header = headers.get("x-publish-key").and_then(|v| v.to_str().ok());
     match bearer.or(header) {
-        Some(given) if given.trim() == key => Ok(()),
+        Some(given) if bool::from(given.trim().as_bytes().ct_eq(key.as_bytes())) => Ok(()),
         Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong publish key")),
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "publishing needs a key: send Authorization: Bearer <EVENTS_PUBLISH_KEY>",
         )),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct FormPost {
+    topic: String,
+    text: String,
+}
+
+/// `POST {base}/api/publish_event`, `application/x-www-form-urlencoded` (`topic`, `text`).
+///
+/// A browser's plain form post (it accepts `text/html`: the page has no JavaScript yet) is
+/// sent back to the page with `303 See Other`, the refusal in `?publish_error=`, so the page
+/// it gets shows the new row or the error. The hydrated page posts with `fetch` and
+/// `Accept: application/json`: `200 {"id", "topic", "sent_ms"}`, or the refusal's status and
+/// `{"error"}` as `POST /api/publish` answers it.
+pub async fn form(
+    State(state): State<AppState>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    body: Result<Form<FormPost>, FormRejection>,
+) -> Response {
+    let plain_form_post = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    let outcome = match check(&state, &headers, peer)
+        .and_then(|()| body.map_err(|e| ApiError::new(e.status(), e.body_text())))
+    {
+        Ok(Form(post)) => publish(&state, peer, &headers, &post.topic, &post.text, "form").await,
+        Err(refusal) => Err(refusal),
+    };
+    let page = format!("{}/", state.config.path_base);
+    match outcome {
+        Ok(_) if plain_form_post => Redirect::to(&page).into_response(),
+        Ok(event) => Json(published(event)).into_response(),
+        Err(refusal) if plain_form_post => {
+            let client = state.client_addr(peer, &headers);
+            tracing::warn!(%client, status = refusal.status.as_u16(), error = %refusal.message, via = "form", "publish refused");
+            let to = format!(
+                "{page}?{FORM_ERROR_PARAM}={}",
+                percent_encode(&refusal.message)
+            );
+            Redirect::to(&to).into_response()
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+fn check(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
+    if !state.config.publish_form {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this server's publish form is off (EVENTS_PUBLISH_FORM=off); publish with POST /api/publish and the publish key",
+        ));
+    }
+    // Against other sites' pages posting through a viewer's browser (which cannot forge these
+    // headers); not a password, which is why EVENTS_PUBLISH_FORM exists.
+    if state.config.publish_key.is_some() && !same_origin(headers) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this form takes posts from this site's own pages only",
+        ));
+    }
+    state.publish_limit.check(state.client_ip(peer, headers))
+}
+
+/// Every byte but the unreserved ones (RFC 3986) as `%XX`: safe in a query value.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A post made by a page of this site: browsers send `Origin` with every form post and
+/// `fetch` (and `Sec-Fetch-Site`); a script elsewhere cannot make a browser send ours.
+/// Compared with `Host`, which IIS's module passes through unchanged.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+        return host.is_some_and(|h| h.eq_ignore_ascii_case(origin_host));
+    }
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "same-origin")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::Query;
+    use std::collections::HashMap;
+
+    #[test]
+    fn a_refusal_survives_the_redirect() {
+        let message = "text is longer than 16 bytes & 'quoted' é";
+        let encoded = percent_encode(message);
+        assert!(encoded
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"%-_.~".contains(&b)));
+        let uri: axum::http::Uri = format!("/?{FORM_ERROR_PARAM}={encoded}")
+            .parse()
+            .expect("uri");
+        let Query(q) = Query::<HashMap<String, String>>::try_from_uri(&uri).expect("query");
+        assert_eq!(q[FORM_ERROR_PARAM], message);
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().expect("value"));
+        }
+        h
+    }
+
+    #[test]
+    fn only_this_sites_pages_are_same_origin() {
+        assert!(same_origin(&headers(&[
+            ("host", "example.org"),
+            ("origin", "https://example.org")
+        ])));
+        assert!(same_origin(&headers(&[
+            ("host", "127.0.0.1:3000"),
+            ("origin", "http://127.0.0.1:3000")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "example.org"),
+            ("origin", "https://evil.test")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "example.org"),
+            ("origin", "null")
+        ])));
+        assert!(same_origin(&headers(&[
+            ("host", "example.org"),
+            ("sec-fetch-site", "same-origin")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "example.org"),
+            ("sec-fetch-site", "cross-site")
+        ])));
+        assert!(
+            !same_origin(&headers(&[("host", "example.org")])),
+            "curl: no browser headers"
+        );
     }
 }

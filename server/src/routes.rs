@@ -1,11 +1,7 @@
 //! The router: the stream and publish endpoints, the Leptos page and its form, the operator's
 //! figures and the client's static files, all under the path base.
 
-use crate::{
-    backend::{self, PageBackend},
-    cors, iis, metrics, publish, security, sse,
-    state::AppState,
-};
+use crate::{cors, iis, metrics, page::PageBackend, publish, security, sse, state::AppState};
 use app::{api::Backend, not_found, shell, Instance, PathBase};
 use axum::{
     extract::DefaultBodyLimit,
@@ -50,7 +46,7 @@ pub fn router(state: AppState) -> Router {
     let publish_limit = state.config.max_text.saturating_mul(6).saturating_add(1024);
 
     let mut stream = get(sse::events);
-    let mut publish = post(publish::publish).layer(DefaultBodyLimit::max(publish_limit));
+    let mut publish = post(publish::api).layer(DefaultBodyLimit::max(publish_limit));
     if let Some(cors) = cors::Cors::new(&state.config.cors_origins) {
         // On the method routers, so preflight `OPTIONS` is answered instead of a 405.
         let only_listed = middleware::from_fn_with_state(cors.allowed, cors::only_listed);
@@ -63,7 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/publish", publish)
         .route(
             app::api::FORM_PATH,
-            post(backend::publish_form).layer(DefaultBodyLimit::max(publish_limit)),
+            post(publish::form).layer(DefaultBodyLimit::max(publish_limit)),
         );
     if state.metrics.is_some() {
         timed = timed.route("/metrics", get(metrics::render));
