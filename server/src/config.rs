@@ -254,7 +254,7 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Bound on producing a response head, for everything but the stream.
     pub request_timeout: Duration,
-    /// Streams on plain HTTP/1 connections are written by `direct_stream.rs` (else hyper).
+    /// Streams on plain HTTP/1 connections are written by `stream/direct_writer.rs` (else hyper).
     pub direct_streams: bool,
     pub max_replay: usize,
     pub page_bytes: usize,

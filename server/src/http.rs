@@ -14,7 +14,7 @@
 //! - HTTP/2 keep-alive pings, so a vanished HTTP/2 peer is noticed;
 //! - graceful shutdown on the server's stop token.
 
-use crate::listener::Peer;
+use crate::connection::Peer;
 use axum::{
     body::{Body, Bytes},
     extract::ConnectInfo,

@@ -3,8 +3,8 @@
 
 pub mod bus;
 pub mod config;
+pub mod connection;
 pub mod cors;
-pub mod direct_stream;
 pub mod error;
 pub mod http;
 pub mod iis;
@@ -16,8 +16,8 @@ pub mod publish;
 pub mod routes;
 pub mod security;
 pub mod shutdown;
-pub mod sse;
 pub mod state;
+pub mod stream;
 pub mod telemetry;
 pub mod ticker;
 
@@ -123,14 +123,14 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
     tokio::spawn(listener::accept(
         listener,
-        direct_stream::Direct {
+        connection::Dispatch {
             router,
             path_base: config.path_base.as_str().into(),
             write_timeout: config.write_timeout,
             header_timeout: config.header_timeout,
             hyper: http::Hyper::new(config.header_timeout, config.idle_timeout, config.heartbeat),
             enabled: config.direct_streams,
-            tasks: connections.clone(),
+            connections: connections.clone(),
             stop: shutdown.clone(),
         },
         listener::Caps {

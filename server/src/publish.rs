@@ -8,7 +8,7 @@
 //!   other sites' pages, not a client that sets the headers itself). `EVENTS_PUBLISH_FORM=off`
 //!   closes it, leaving the key as the only way to publish.
 
-use crate::{error::ApiError, listener::Peer, page::FORM_ERROR_PARAM, state::AppState};
+use crate::{connection::Peer, error::ApiError, page::FORM_ERROR_PARAM, state::AppState};
 use app::event::LiveEvent;
 use axum::{
     extract::{

@@ -1,7 +1,7 @@
 //! The router: the stream and publish endpoints, the Leptos page and its form, the operator's
 //! figures and the client's static files, all under the path base.
 
-use crate::{cors, iis, metrics, page::PageBackend, publish, security, sse, state::AppState};
+use crate::{cors, iis, metrics, page::PageBackend, publish, security, state::AppState, stream};
 use app::{api::Backend, not_found, shell, Instance, PathBase};
 use axum::{
     extract::DefaultBodyLimit,
@@ -45,7 +45,7 @@ pub fn router(state: AppState) -> Router {
     // JSON may escape each byte of text into six (`\u0000`): room for the longest valid text.
     let publish_limit = state.config.max_text.saturating_mul(6).saturating_add(1024);
 
-    let mut stream = get(sse::events);
+    let mut stream = get(stream::events);
     let mut publish = post(publish::api).layer(DefaultBodyLimit::max(publish_limit));
     if let Some(cors) = cors::Cors::new(&state.config.cors_origins) {
         // On the method routers, so preflight `OPTIONS` is answered instead of a 405.

@@ -1,5 +1,5 @@
-//! The stream's write path for plain HTTP/1 connections: most streams, and all of the cost
-//! that grows with the number of viewers.
+//! The stream's writer for plain HTTP/1 connections: most streams, and all of the cost that
+//! grows with the number of viewers.
 //!
 //! Why this is hand-written: carried through hyper, every open stream keeps hyper's connection
 //! state, its read and write buffers and axum's body machinery (about 10 KiB per idle stream
@@ -11,33 +11,20 @@
 //!
 //! What is *not* hand-written: the request still goes through the whole axum router (the
 //! module's token check, the path base, CORS, the topic filter, the resume position, the
-//! stream cap, every header of the answer), as [`crate::sse::events`]. Only its 200 answer's
-//! body is written here. So the stream's contract lives in one place, and this file only
-//! parses the request head (with `httparse`, hyper's own parser) and writes bytes.
-//!
-//! A connection whose first request is anything else (a page, a publish, HTTP/2, an upgrade,
-//! a head that does not parse) is handed to hyper untouched, the bytes already read included.
+//! stream cap, every header of the answer), as [`super::events`]. Only its 200 answer's body
+//! is written here (and any other answer, whole, with its length). So the stream's contract
+//! lives in one place, and this file only writes bytes.
 
-use crate::{
-    http::Hyper,
-    hub::Frame,
-    listener::{ConnSlot, Deadline, Peer, Rewind},
-    metrics::Ended,
-    sse::{Handoff, Plan},
-    wire,
-};
+use super::plan::{Handoff, Plan};
+use crate::{connection::stalled_client, hub::Frame, metrics::Ended, wire};
 use axum::{
     body::Body,
-    extract::ConnectInfo,
-    http::{header, Method, Request, Response, StatusCode, Version},
-    Router,
+    http::{header, Response, StatusCode},
 };
 use bytes::{Bytes, BytesMut};
-use events_core::head;
 use std::{
     future::poll_fn,
     io::{self, IoSlice},
-    net::SocketAddr,
     sync::Arc,
     time::Duration,
 };
@@ -46,11 +33,8 @@ use tokio::{
     sync::{broadcast::error::RecvError, broadcast::error::TryRecvError},
     time::MissedTickBehavior,
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tower::ServiceExt;
+use tokio_util::task::TaskTracker;
 
-/// A request head longer than this is left to hyper (which answers 431 past its own limit).
-const MAX_HEAD: usize = 16 * 1024;
 /// Events taken from the hub per write when a subscriber is behind (one `writev`).
 const MAX_BATCH: usize = 32;
 /// The longest the last chunk may wait for room in the socket's buffer.
@@ -62,141 +46,43 @@ const CLOSE_DRAIN_BYTES: usize = 64 * 1024;
 /// An error answer's body is read whole before it is written; none is near this.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
 
-/// What the accept loop needs to route a new connection.
-#[derive(Clone)]
-pub struct Direct {
-    pub router: Router,
-    /// `""` or `/live`: the stream's path is `{base}/api/events`.
-    pub path_base: Arc<str>,
-    pub write_timeout: Duration,
-    /// How long a new connection may take to send its request head.
-    pub header_timeout: Duration,
-    /// Everything that is not a plain stream request.
-    pub hyper: Hyper,
-    /// `EVENTS_STREAM_WRITER=hyper`: every connection goes to hyper unread.
-    pub enabled: bool,
-    /// The server waits for these when it stops.
-    pub tasks: TaskTracker,
-    pub stop: CancellationToken,
-}
-
-impl Direct {
-    /// Reads the first request head and either serves the stream or hands the connection on.
-    /// `slot` counts the connection against the caps for as long as it is open.
-    pub async fn serve(self, tcp: TcpStream, peer: SocketAddr, slot: ConnSlot) {
-        if !self.enabled {
-            return self.hand_to_hyper(Bytes::new(), tcp, peer).await;
+/// Writes the router's answer to a stream request on `tcp`: the stream itself, in a task of
+/// its own that holds `slot` for as long as it lasts, or any other answer (a refusal) whole.
+pub async fn serve<S: Send + 'static>(
+    tcp: TcpStream,
+    mut response: Response<Body>,
+    chunked: bool,
+    write_timeout: Duration,
+    connections: &TaskTracker,
+    slot: S,
+) {
+    let plan = response
+        .extensions_mut()
+        .remove::<Handoff>()
+        .filter(|_| response.status() == StatusCode::OK)
+        .and_then(|h| h.take());
+    let out = Out {
+        tcp,
+        write_timeout,
+        chunked,
+    };
+    match plan {
+        Some(plan) => {
+            let framing = if chunked {
+                "transfer-encoding: chunked\r\n"
+            } else {
+                ""
+            };
+            let head = response_head(&response, chunked, framing);
+            drop(response);
+            // A task of its own: the caller's state (the request, the router's answer)
+            // would otherwise stay allocated for as long as the stream lasts.
+            connections.spawn(async move {
+                stream(out, head, plan).await;
+                drop(slot);
+            });
         }
-        let mut buf = BytesMut::with_capacity(1024);
-        let head = tokio::time::timeout(self.header_timeout, read_head(&tcp, &mut buf)).await;
-        let request = match head {
-            Ok(Ok(Head::Complete)) => self.stream_request(&buf, peer),
-            Ok(Ok(Head::Other)) => None,
-            // Closed or reset before a whole head arrived: nothing to answer.
-            Ok(Ok(Head::Closed)) | Ok(Err(_)) => return,
-            Err(_) => {
-                tracing::debug!(client = %peer, "no complete request head in time; closing");
-                let _ = tcp.try_write(REQUEST_TIMEOUT);
-                return;
-            }
-        };
-        let Some((request, chunked)) = request else {
-            return self.hand_to_hyper(buf.freeze(), tcp, peer).await;
-        };
-        drop(buf);
-        // Boxed: the router's future is large (every layer's state), and unboxed it would be
-        // part of this task's state, so of every open stream's memory, for the stream's life.
-        let Ok(mut response) = Box::pin(self.router.oneshot(request)).await;
-        let plan = response
-            .extensions_mut()
-            .remove::<Handoff>()
-            .filter(|_| response.status() == StatusCode::OK)
-            .and_then(|h| h.take());
-        let out = Out {
-            tcp,
-            write_timeout: self.write_timeout,
-            chunked,
-        };
-        match plan {
-            Some(plan) => {
-                let framing = if chunked {
-                    "transfer-encoding: chunked\r\n"
-                } else {
-                    ""
-                };
-                let head = response_head(&response, chunked, framing);
-                drop(response);
-                // A task of its own: this one's state (the request, the router's answer)
-                // would otherwise stay allocated for as long as the stream lasts.
-                self.tasks.spawn(async move {
-                    stream(out, head, plan).await;
-                    drop(slot);
-                });
-            }
-            None => Box::pin(out.answer(response)).await,
-        }
-    }
-
-    /// Hyper serves the connection, the bytes already read first. Boxed: hyper's connection
-    /// state would otherwise be part of every direct stream's task too.
-    async fn hand_to_hyper(self, read: Bytes, tcp: TcpStream, peer: SocketAddr) {
-        let io = Deadline::new(Rewind::new(read, tcp), peer, self.write_timeout);
-        Box::pin(self.hyper.serve(io, peer, self.router, self.stop)).await
-    }
-
-    /// The request as axum sees it, when it is a stream request this path serves: `GET`,
-    /// HTTP/1.x, the stream's path, no body, no upgrade. `None` hands it to hyper.
-    fn stream_request(&self, buf: &[u8], peer: SocketAddr) -> Option<(Request<Body>, bool)> {
-        let mut builder = Request::builder().method(Method::GET);
-        let parsed = head::stream_head(buf, &self.path_base, |name, value| {
-            builder = std::mem::take(&mut builder).header(name, value);
-        })?;
-        let version = if parsed.http11 {
-            Version::HTTP_11
-        } else {
-            Version::HTTP_10
-        };
-        let mut request = builder
-            .uri(parsed.target)
-            .version(version)
-            .body(Body::empty())
-            .ok()?;
-        request.extensions_mut().insert(ConnectInfo(Peer(peer)));
-        Some((request, parsed.http11))
-    }
-}
-
-/// Sent to a connection that opened and did not send a whole head in time.
-const REQUEST_TIMEOUT: &[u8] =
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-
-enum Head {
-    /// A whole request head that may be a stream request.
-    Complete,
-    /// Anything else: not a `GET`, too long, or not HTTP/1 (the HTTP/2 preface).
-    Other,
-    Closed,
-}
-
-async fn read_head(tcp: &TcpStream, buf: &mut BytesMut) -> io::Result<Head> {
-    loop {
-        tcp.readable().await?;
-        let scanned = buf.len();
-        match tcp.try_read_buf(buf) {
-            Ok(0) => return Ok(Head::Closed),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-        if !head::may_be_get(buf) {
-            return Ok(Head::Other);
-        }
-        if head::ends_head(buf, scanned) {
-            return Ok(Head::Complete);
-        }
-        if buf.len() > MAX_HEAD {
-            return Ok(Head::Other);
-        }
+        None => Box::pin(out.answer(response)).await,
     }
 }
 
@@ -452,7 +338,7 @@ async fn stream(out: Out, head: Bytes, mut plan: Plan) {
     drop(head);
     if let Err(e) = opened {
         if e.kind() == io::ErrorKind::TimedOut {
-            crate::listener::stalled_client(&plan.guard.client());
+            stalled_client(&plan.guard.client());
         }
         tracing::debug!(client = %plan.guard.client(), error = %e, "stream closed before its opening was written");
         return;
@@ -538,7 +424,7 @@ async fn stream(out: Out, head: Bytes, mut plan: Plan) {
         };
         if let Err(e) = written {
             if e.kind() == io::ErrorKind::TimedOut {
-                crate::listener::stalled_client(&plan.guard.client());
+                stalled_client(&plan.guard.client());
             }
             break None;
         }

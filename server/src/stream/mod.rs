@@ -1,18 +1,29 @@
-//! `GET /api/events`: the event stream.
+//! `GET {base}/api/events`: the event stream, from the request to the last byte.
 //!
 //! On connect: a `retry:` hint, then (when resuming) a `reset` if the position is lost and the
 //! missed events from the history, then a `ready` event whose `id:` is the newest id, then live
 //! events as they are published, with a `ping` event after each quiet heartbeat interval. The
 //! stream ends when the server stops (so browsers reconnect and resume on the next process) or
 //! when the client falls too far behind (it resumes from the history).
+//!
+//! One request, two possible writers, one contract:
+//! - this file is the handler: every check and every header, for both writers;
+//! - [`plan`] is what it hands over: the opening, the replay, the live feed and the guard that
+//!   counts and logs the stream;
+//! - [`direct_writer`] writes most streams (plain HTTP/1 connections whose first request is the
+//!   stream), owning the socket; [`hyper_writer`] writes the rest (HTTP/2, a stream after
+//!   another request on its connection) as a response body. `crate::connection` decides which.
+
+pub mod direct_writer;
+mod hyper_writer;
+pub mod plan;
 
 use crate::{
     config::Frontend,
+    connection::Peer,
     error::ApiError,
     hub::{Frame, Resume},
-    limits,
-    listener::Peer,
-    metrics::{self as figures, Ended},
+    limits, metrics as figures,
     state::AppState,
     wire,
 };
@@ -22,20 +33,10 @@ use axum::{
     http::{header, HeaderMap, HeaderValue},
     response::Response,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+use plan::{Guard, Handoff, Plan};
 use serde::Deserialize;
-use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
-    time::{Duration, Instant},
-};
-use tokio::{
-    sync::broadcast::{self, error::RecvError},
-    time::MissedTickBehavior,
-};
-use tokio_util::sync::CancellationToken;
+use std::sync::{atomic::Ordering, Arc};
 
 #[derive(Deserialize)]
 pub struct StreamQuery {
@@ -143,33 +144,18 @@ pub async fn events(
         heartbeat: state.config.heartbeat,
         filter,
         pad,
-        guard: Guard {
-            open_streams: state.open_streams.clone(),
-            shutdown: state.shutdown.clone(),
+        guard: Guard::new(
+            state.open_streams.clone(),
+            state.shutdown.clone(),
             client,
-            since: Instant::now(),
-            delivered: 0,
             deliveries,
-            ended: None,
-            _addr: addr_slot,
-        },
+            addr_slot,
+        ),
     };
-    // Whoever takes the plan first writes the stream: the direct writer (`direct_stream.rs`) when the
-    // connection came in as a plain HTTP/1 stream request, else hyper, by polling this body.
-    let handoff = Handoff(Arc::new(Mutex::new(Some(plan))));
-    let body = futures::stream::unfold(BodyState::Waiting(handoff.clone()), |body| async move {
-        let mut conn = match body {
-            BodyState::Waiting(handoff) => Box::new(Connection::new(handoff.take()?)),
-            BodyState::Streaming(conn) => conn,
-        };
-        let next = conn.next().await?;
-        Some((
-            Ok::<Bytes, std::convert::Infallible>(next),
-            BodyState::Streaming(conn),
-        ))
-    });
-
-    let mut response = Response::new(axum::body::Body::from_stream(body));
+    // Whoever takes the plan first writes the stream: the direct writer when the connection
+    // came in as a plain HTTP/1 stream request, else hyper, by polling this body.
+    let handoff = Handoff::new(plan);
+    let mut response = Response::new(hyper_writer::body(handoff.clone()));
     response.extensions_mut().insert(handoff);
     let h = response.headers_mut();
     h.insert(
@@ -240,170 +226,6 @@ fn within_budget(
     (kept, cut)
 }
 
-fn wanted(filter: &Option<Arc<[String]>>, topic: &str) -> bool {
+pub(crate) fn wanted(filter: &Option<Arc<[String]>>, topic: &str) -> bool {
     filter.as_ref().is_none_or(|f| f.iter().any(|t| t == topic))
-}
-
-/// An opened stream, not yet written: everything either writer needs.
-pub struct Plan {
-    /// `retry:` and any `reset`: written with the response head.
-    pub opening: Bytes,
-    /// The missed events, oldest first: the history's own frames, shared, never copied into a
-    /// buffer of the stream's (a few dozen streams resuming from a large history each copied
-    /// it whole, and the process ran out of memory).
-    pub replay: Vec<Arc<Frame>>,
-    /// The `ready` event (and padding): written after the replay.
-    pub ready: Bytes,
-    pub live: broadcast::Receiver<Arc<Frame>>,
-    pub heartbeat: Duration,
-    pub filter: Option<Arc<[String]>>,
-    /// Behind HttpPlatformHandler: written after each event so its buffer lets it through.
-    pub pad: Option<Bytes>,
-    pub guard: Guard,
-}
-
-impl Plan {
-    /// Counts the stream under the writer that took it.
-    pub fn written_by(&self, writer: &'static str) {
-        metrics::counter!(figures::STREAMS_WRITTEN, "writer" => writer).increment(1);
-    }
-
-    pub fn wants(&self, frame: &Frame) -> bool {
-        wanted(&self.filter, &frame.event.topic)
-    }
-}
-
-/// The stream response's extension: the [`Plan`], for the first writer that takes it.
-#[derive(Clone)]
-pub struct Handoff(Arc<Mutex<Option<Plan>>>);
-
-impl Handoff {
-    pub fn take(&self) -> Option<Plan> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-}
-
-enum BodyState {
-    Waiting(Handoff),
-    Streaming(Box<Connection>),
-}
-
-/// The stream as hyper writes it: for HTTP/2, and HTTP/1 connections that asked for something
-/// else first (see `direct_stream.rs` for the path most streams take).
-struct Connection {
-    /// The opening, the replay's frames and `ready`, in the order they are written.
-    first: std::collections::VecDeque<Bytes>,
-    plan: Plan,
-    heartbeat: tokio::time::Interval,
-    /// Made once and polled on every call, as in `direct_stream.rs`: a new `cancelled()` per
-    /// call would take the token's lock twice per delivery.
-    stopping: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
-}
-
-impl Connection {
-    fn new(mut plan: Plan) -> Connection {
-        plan.written_by("hyper");
-        let mut heartbeat =
-            tokio::time::interval_at(tokio::time::Instant::now() + plan.heartbeat, plan.heartbeat);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Connection {
-            // Taken: the plan need not hold the opening and the replay for the stream's life.
-            first: std::iter::once(std::mem::take(&mut plan.opening))
-                .chain(
-                    std::mem::take(&mut plan.replay)
-                        .into_iter()
-                        .map(|f| f.bytes.clone()),
-                )
-                .chain([std::mem::take(&mut plan.ready)])
-                .collect(),
-            stopping: Box::pin(plan.guard.shutdown.clone().cancelled_owned()),
-            plan,
-            heartbeat,
-        }
-    }
-
-    /// Ends the stream from our side, remembering why for the figures.
-    fn end(&mut self, why: Ended) -> Option<Bytes> {
-        self.plan.guard.end(why);
-        None
-    }
-
-    /// The next chunk to write, or `None` to end the stream.
-    async fn next(&mut self) -> Option<Bytes> {
-        if let Some(first) = self.first.pop_front() {
-            return Some(first);
-        }
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.stopping.as_mut() => return self.end(Ended::Shutdown),
-                received = self.plan.live.recv() => match received {
-                    Ok(frame) if self.plan.wants(&frame) => {
-                        self.plan.guard.delivered(1);
-                        // The ping is for quiet streams only.
-                        self.heartbeat.reset();
-                        return Some(match &self.plan.pad {
-                            None => frame.bytes.clone(),
-                            Some(pad) => [&frame.bytes[..], &pad[..]].concat().into(),
-                        });
-                    }
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(missed)) => {
-                        self.plan.guard.lagged(missed);
-                        return self.end(Ended::Lagging);
-                    }
-                    Err(RecvError::Closed) => return self.end(Ended::HubClosed),
-                },
-                _ = self.heartbeat.tick() => return Some(wire::ping()),
-            }
-        }
-    }
-}
-
-/// Logs the end of a stream however it ends (client gone, shutdown, lag) and keeps the count.
-pub struct Guard {
-    /// Only what an open stream needs of the state: each stream holds its guard for its life.
-    open_streams: Arc<AtomicUsize>,
-    shutdown: CancellationToken,
-    client: String,
-    since: Instant,
-    delivered: u64,
-    /// The shared delivery counter, looked up once when the stream opens.
-    deliveries: metrics::Counter,
-    /// Set when the server ended the stream; a body dropped without it means the client went
-    /// away (closed, reset, or a write failed or stalled).
-    ended: Option<Ended>,
-    /// The stream's place under `EVENTS_MAX_STREAMS_PER_ADDR`.
-    _addr: limits::Slot,
-}
-
-impl Guard {
-    pub fn delivered(&mut self, events: u64) {
-        self.delivered += events;
-        self.deliveries.increment(events);
-    }
-
-    pub fn end(&mut self, why: Ended) {
-        self.ended = Some(why);
-    }
-
-    pub fn lagged(&self, missed: u64) {
-        tracing::warn!(client = %self.client, missed, "subscriber fell behind; ending its stream so it resumes from the history");
-    }
-
-    pub fn client(&self) -> &str {
-        &self.client
-    }
-
-    pub fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
-        &self.shutdown
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        figures::stream_closed(self.ended.unwrap_or(Ended::ClientGone));
-        let open = self.open_streams.fetch_sub(1, Ordering::Relaxed) - 1;
-        tracing::info!(client = %self.client, delivered = self.delivered, secs = self.since.elapsed().as_secs(), open, "stream closed");
-    }
 }
