@@ -35,6 +35,9 @@ pub struct Instance(pub String);
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     let base = path_base();
     let instance = use_context::<Instance>().unwrap_or_default().0;
+    // The stylesheet cargo-leptos writes beside the client: named by the same settings as the
+    // client's .js and .wasm (LEPTOS_SITE_PKG_DIR, LEPTOS_OUTPUT_NAME), so a rename keeps them together.
+    let css = stylesheet(&base, &options);
     let data = api::page_data();
     let data_json = data.as_ref().map(event::page_data_json).unwrap_or_default();
     if let Some(data) = data {
@@ -50,7 +53,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="instance" content=instance/>
                 <title>"Live events"</title>
                 <link rel="icon" type="image/svg+xml" href=format!("{base}/favicon.svg")/>
-                <link rel="stylesheet" id="leptos" href=format!("{base}/pkg/sse-live.css")/>
+                <link rel="stylesheet" id="leptos" href=css/>
                 <script type="application/json" id="page-data" inner_html=data_json></script>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options root=base/>
@@ -62,16 +65,25 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
+/// `{base}/{pkg dir}/{output name}.css`.
+fn stylesheet(base: &str, options: &LeptosOptions) -> String {
+    format!(
+        "{base}/{}/{}.css",
+        options.site_pkg_dir, options.output_name
+    )
+}
+
 /// The document for a path that is not the page (the server answers it with 404).
-pub fn not_found(_options: LeptosOptions) -> impl IntoView {
+pub fn not_found(options: LeptosOptions) -> impl IntoView {
     let base = path_base();
+    let css = stylesheet(&base, &options);
     view! {
         <!DOCTYPE html>
         <html lang="en">
             <head>
                 <meta charset="utf-8"/>
                 <title>"Not found"</title>
-                <link rel="stylesheet" href=format!("{base}/pkg/sse-live.css")/>
+                <link rel="stylesheet" href=css/>
             </head>
             <body>
                 <p class="not-found">"Page not found. "<a href=format!("{base}/")>"The live view"</a></p>

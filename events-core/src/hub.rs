@@ -276,14 +276,19 @@ impl Hub {
 
     /// The newest `limit` events, oldest first (for the page's first render).
     pub fn recent(&self, limit: usize) -> Vec<LiveEvent> {
-        self.recent_within(limit, usize::MAX)
+        self.recent_within(limit, usize::MAX, |_| 0)
     }
 
-    /// The newest events, at most `limit` of them and at most `max_bytes` of their encoded
-    /// frames together, oldest first: the page's first render is bounded in bytes whatever
-    /// the history holds (a thousand events of the longest text would be a page of tens of
-    /// megabytes).
-    pub fn recent_within(&self, limit: usize, max_bytes: usize) -> Vec<LiveEvent> {
+    /// The newest events, at most `limit` of them and at most `max_bytes` of `cost` together,
+    /// oldest first: the page's first render is bounded in bytes whatever the history holds (a
+    /// thousand events of the longest text would be a page of tens of megabytes). `cost` says
+    /// what an event costs where it goes.
+    pub fn recent_within(
+        &self,
+        limit: usize,
+        max_bytes: usize,
+        cost: impl Fn(&LiveEvent) -> usize,
+    ) -> Vec<LiveEvent> {
         let state = self.state();
         let mut bytes = 0usize;
         let mut newest: Vec<LiveEvent> = state
@@ -292,7 +297,7 @@ impl Hub {
             .rev()
             .take(limit)
             .take_while(|f| {
-                bytes = bytes.saturating_add(f.bytes.len());
+                bytes = bytes.saturating_add(cost(&f.event));
                 bytes <= max_bytes
             })
             .map(|f| f.event.clone())
@@ -336,7 +341,8 @@ impl State {
     }
 }
 
-fn now_ms() -> u64 {
+/// The clock every event's `sent_ms` is read from (Unix milliseconds).
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -435,15 +441,15 @@ mod tests {
         for i in 0..5 {
             h.publish("a", &i.to_string().repeat(50)).expect("ok");
         }
-        let frame = h.subscribe(&Resume::After(1000)).replay[0].bytes.len();
+        let cost = |e: &LiveEvent| e.text.len();
         let two: Vec<u64> = h
-            .recent_within(10, 2 * frame + 1)
+            .recent_within(10, 101, cost)
             .iter()
             .map(|e| e.id)
             .collect();
         assert_eq!(two, [1004, 1005], "the newest that fit, oldest first");
-        assert!(h.recent_within(10, frame - 1).is_empty());
-        assert_eq!(h.recent_within(3, usize::MAX).len(), 3);
+        assert!(h.recent_within(10, 49, cost).is_empty());
+        assert_eq!(h.recent_within(3, usize::MAX, cost).len(), 3);
     }
 
     #[test]

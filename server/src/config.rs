@@ -157,8 +157,10 @@ pub struct Args {
     #[arg(long, env = "EVENTS_MAX_REPLAY", default_value_t = 8 * 1024 * 1024)]
     pub max_replay: usize,
 
-    /// Most bytes of events (as the stream encodes them) in the page's first render.
-    #[arg(long, env = "EVENTS_PAGE_BYTES", default_value_t = 512 * 1024)]
+    /// Most bytes of events in the page's first render, counted as the page carries them
+    /// (each event's row and its entry in the page data, escaped). The default holds at least
+    /// one event of the longest text however it escapes.
+    #[arg(long, env = "EVENTS_PAGE_BYTES", default_value_t = 1024 * 1024)]
     pub page_bytes: usize,
 
     /// Longest a client may take to send a request head, from connecting or from the end of
@@ -555,7 +557,8 @@ fn host_name() -> String {
 fn topics(value: &str) -> Result<Vec<String>, ConfigError> {
     let mut topics: Vec<String> = Vec::new();
     for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        app::event::validate_topic(t).map_err(|e| ConfigError(format!("EVENTS_TOPICS: {e}")))?;
+        events_core::event::validate_topic(t)
+            .map_err(|e| ConfigError(format!("EVENTS_TOPICS: {e}")))?;
         if !topics.iter().any(|x| x == t) {
             topics.push(t.to_string());
         }

@@ -42,6 +42,9 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+/// How long an idle connection, once told to close, may take to close by itself.
+const IDLE_GRACE: Duration = Duration::from_secs(1);
+
 /// How hyper serves a connection: one builder, shared by every connection.
 #[derive(Clone)]
 pub struct Hyper {
@@ -104,9 +107,13 @@ impl Hyper {
                     conn.as_mut().graceful_shutdown();
                 }
                 _ = idle.as_mut(), if !shutting_down => {
-                    shutting_down = true;
                     tracing::debug!(client = %peer, "idle connection closed");
                     conn.as_mut().graceful_shutdown();
+                    // Nothing is in flight, so nothing is lost by cutting it: an HTTP/2 peer
+                    // that never answers the GOAWAY's ping (one that sent only the preface)
+                    // would otherwise hold on until the keep-alive gives up.
+                    let _ = tokio::time::timeout(IDLE_GRACE, conn.as_mut()).await;
+                    return;
                 }
             }
         }

@@ -1,29 +1,47 @@
 //! The live event server as a library: the binary (`main.rs`) parses the settings and calls
-//! [`serve`]; the fuzz targets reach the wire format and the publish parser through it.
+//! [`serve`]; the tests reach the Redis script through [`bus`].
+//!
+//! The map, in the order a connection meets it:
+//!
+//! - [`config`]: settings, from the command line or the environment (IIS's `web.config`);
+//! - `listener`: accepts, with the caps on connections in total and per address;
+//! - `connection`: decides who serves a connection: a plain HTTP/1 stream request goes to
+//!   the stream's direct writer, everything else to hyper (`http`: timeouts, HTTP/2 pings);
+//! - `routes`: the router, behind the ASP.NET Core Module's contract (`iis`: token, shutdown
+//!   request, path base);
+//! - `stream`: `GET /api/events`, its handler, what it hands a writer (`stream::plan`) and the
+//!   two writers; `publish`: the API and the page's form; `page`: the page's data;
+//! - [`bus`]: where published events go and subscriptions come from (this process's hub from
+//!   `events-core`, or a Redis stream shared by several instances);
+//! - around them: `limits`, `cors`, `security`, `error`, `metrics`, `ticker` (the demo
+//!   source), `shutdown` (signals and the module's request as one token), [`telemetry`].
+//!
+//! One event's path: `publish` → `bus` → the hub (numbered, encoded once, kept, broadcast) →
+//! each stream's writer → the browser's `EventSource` → the tab relay → a row.
 
 pub mod bus;
 pub mod config;
-pub mod connection;
-pub mod cors;
-pub mod error;
-pub mod http;
-pub mod iis;
-pub mod limits;
-pub mod listener;
-pub mod metrics;
-pub mod page;
-pub mod publish;
-pub mod routes;
-pub mod security;
-pub mod shutdown;
-pub mod state;
-pub mod stream;
+mod connection;
+mod cors;
+mod error;
+mod http;
+mod iis;
+mod limits;
+mod listener;
+mod metrics;
+mod page;
+mod publish;
+mod routes;
+mod security;
+mod shutdown;
+mod state;
+mod stream;
 pub mod telemetry;
-pub mod ticker;
+mod ticker;
 
 // The event model and the hub live in `events-core` (no web framework: the fuzz targets build
-// only that); re-exported so `server::hub` and `server::wire` read as before.
-pub use events_core::{hub, wire};
+// only that).
+use events_core::{hub, wire};
 
 use bus::Bus;
 use config::Config;

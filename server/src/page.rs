@@ -9,6 +9,26 @@ use std::collections::HashMap;
 /// The query parameter that carries a refused plain form post's error back to the page.
 pub const FORM_ERROR_PARAM: &str = "publish_error";
 
+/// An event's bytes in the page: its row (the text HTML-escaped) and its entry in the page
+/// data the client hydrates from (JSON-escaped, and `<` as `\u003c` so no text can end the
+/// script element), plus the few fields around them. Counted, so a history of `<` cannot make
+/// the page ten times what `EVENTS_PAGE_BYTES` says.
+fn page_cost(event: &app::event::LiveEvent) -> usize {
+    const FIELDS: usize = 160;
+    let text = &event.text;
+    let html: usize = text
+        .bytes()
+        .map(|b| match b {
+            b'<' | b'>' => 4,
+            b'&' => 5,
+            b'"' | b'\'' => 6,
+            _ => 1,
+        })
+        .sum();
+    let lt = text.bytes().filter(|&b| b == b'<').count();
+    html + events_core::wire::json_escaped_len(text) + 5 * lt + FIELDS
+}
+
 pub struct PageBackend {
     pub state: AppState,
 }
@@ -26,7 +46,7 @@ impl EventBackend for PageBackend {
             events: self
                 .state
                 .hub
-                .recent_within(config.page_rows, config.page_bytes),
+                .recent_within(config.page_rows, config.page_bytes, page_cost),
             max_rows: config.page_rows,
             base: config.path_base.clone(),
             form_error,

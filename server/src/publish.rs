@@ -9,7 +9,6 @@
 //!   closes it, leaving the key as the only way to publish.
 
 use crate::{connection::Peer, error::ApiError, page::FORM_ERROR_PARAM, state::AppState};
-use app::event::LiveEvent;
 use axum::{
     extract::{
         rejection::{FormRejection, JsonRejection},
@@ -19,6 +18,7 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
     Form, Json,
 };
+use events_core::event::LiveEvent;
 pub use events_core::publish::{PublishRequest, Published};
 use serde::Deserialize;
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 
 use super::PublishError;
 use crate::hub::Hub;
-use app::event::LiveEvent;
+use events_core::event::LiveEvent;
 
 pub fn publish(hub: &Hub, topic: &str, text: &str) -> Result<LiveEvent, PublishError> {
     Ok(hub.publish(topic, text)?.event.clone())

@@ -19,7 +19,7 @@ pub mod redis;
 pub mod stream_id;
 
 use crate::hub::{self, Hub, Resume, Subscription};
-use app::event::LiveEvent;
+use events_core::event::LiveEvent;
 use std::sync::Arc;
 
 #[derive(Clone)]

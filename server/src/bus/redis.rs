@@ -19,7 +19,7 @@
 
 use super::{stream_id::StreamId, PublishError};
 use crate::hub::{encode_event, Frame, Hub, InsertError, Resume, Subscription};
-use app::event::LiveEvent;
+use events_core::event::LiveEvent;
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
     streams::{StreamId as Entry, StreamRangeReply, StreamReadReply},
@@ -27,7 +27,7 @@ use redis::{
 };
 use std::{
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -145,10 +145,7 @@ impl RedisBus {
 
     pub async fn publish(&self, topic: &str, text: &str) -> Result<LiveEvent, PublishError> {
         self.hub.check(topic, text)?;
-        let sent_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let sent_ms = crate::hub::now_ms();
         let floor = StreamId::from_sse(self.hub.head());
         let mut call = self.script.prepare_invoke();
         call.key(&self.key)
@@ -303,7 +300,7 @@ impl Reader {
             } else {
                 tracing::debug!(%error, "event store (Redis) still unavailable");
             }
-            let pause = retry.mul_f64(0.75 + fastrand::f64() * 0.5);
+            let pause = crate::limits::jitter(retry);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(pause) => {}

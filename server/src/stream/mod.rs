@@ -27,13 +27,13 @@ use crate::{
     state::AppState,
     wire,
 };
-use app::event::{Ready, Reset, READY_EVENT, RESET_EVENT};
 use axum::{
     extract::{ConnectInfo, Query, State},
     http::{header, HeaderMap, HeaderValue},
     response::Response,
 };
 use bytes::BytesMut;
+use events_core::event::{Ready, Reset, READY_EVENT, RESET_EVENT};
 use plan::{Guard, Handoff, Plan};
 use serde::Deserialize;
 use std::sync::{atomic::Ordering, Arc};
