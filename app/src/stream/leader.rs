@@ -8,7 +8,7 @@
 //! resumes the stream from the last id it saw: the server replays what it missed, and the log's
 //! id dedup drops what the other tabs already have.
 //!
-//! A tab that joins while another leads says hello and gets a [`Relay::Sync`] of the leader's log,
+//! A tab that joins while another leads says hello and gets a `Relay::Sync` of the leader's log,
 //! so nothing published between its server-rendered page and its first relayed item is lost.
 //! Relayed events that reach it before that sync are left out: the sync, sent after them,
 //! contains them.
@@ -25,43 +25,25 @@
 //!
 //! For diagnostics and tests, the tab's role is written to `<html data-sse-role>`: `leader`,
 //! `follower`, or `solo`.
+//!
+//! What the tabs post is encoded in `relay.rs` (a protocol between versions of the page); the
+//! channel and the lock are wrapped in `browser.rs`.
 
-use super::{connection, visibility, Item, Sink, Status};
-use crate::event::LiveEvent;
-use crate::json::{self, from_number, object};
+use super::{
+    browser::{Channel, Lock},
+    connection,
+    relay::Relay,
+    visibility, Item, Sink, Status,
+};
 use futures::{
     channel::mpsc::{self, UnboundedSender},
     future::AbortHandle,
     StreamExt,
 };
-use std::{cell::RefCell, rc::Rc};
-use wasm_bindgen::{prelude::Closure, JsCast, JsValue};
-
-/// What the tabs say to each other over the channel, as plain JavaScript objects (see
-/// [`Relay::to_js`]).
-#[derive(Clone, Debug)]
-enum Relay {
-    /// Leader to all: one item, as it arrived from the stream.
-    Item(Item),
-    /// Leader to all: its log (oldest first), its position and its status, for tabs that joined
-    /// since. Sent when a tab says hello and when a tab takes the lead.
-    Sync {
-        rows: Vec<LiveEvent>,
-        last_id: Option<u64>,
-        status: Status,
-    },
-    /// A new tab to the leader: asks for a sync.
-    Hello { tab: String, visible: bool },
-    /// A tab to the leader: it was shown or hidden (also the answer to a census).
-    Visibility { tab: String, visible: bool },
-    /// A tab to the leader: it is closing.
-    Bye { tab: String },
-    /// A new leader to all: report your visibility.
-    Census,
-}
+use std::rc::Rc;
 
 /// What the tab's coordinator reacts to.
-enum Input {
+pub(super) enum Input {
     /// This tab holds the lock now (or leads alone: no lock to be had).
     Lead,
     Relay(Relay),
@@ -332,228 +314,5 @@ fn set_role(role: &str) {
         .and_then(|d| d.document_element())
     {
         let _ = html.set_attribute("data-sse-role", role);
-    }
-}
-
-/// The relay's shape on the channel: `{"relay": kind, ...fields}`, items as
-/// `{"item": kind, ...}`, statuses as `{"status": kind, "in_ms"?}`, events as the stream
-/// carries them. Anything else (another version of the page) reads as `None`.
-impl Relay {
-    fn to_js(&self) -> JsValue {
-        let text = |s: &str| JsValue::from_str(s);
-        match self {
-            Relay::Item(item) => object(&[("relay", text("item")), ("item", item_to_js(item))]),
-            Relay::Sync {
-                rows,
-                last_id,
-                status,
-            } => object(&[
-                ("relay", text("sync")),
-                ("rows", json::array(rows.iter().map(json::live_event_value))),
-                ("last_id", last_id.map_or(JsValue::NULL, from_number)),
-                ("status", status_to_js(*status)),
-            ]),
-            Relay::Hello { tab, visible } => object(&[
-                ("relay", text("hello")),
-                ("tab", text(tab)),
-                ("visible", JsValue::from_bool(*visible)),
-            ]),
-            Relay::Visibility { tab, visible } => object(&[
-                ("relay", text("visibility")),
-                ("tab", text(tab)),
-                ("visible", JsValue::from_bool(*visible)),
-            ]),
-            Relay::Bye { tab } => object(&[("relay", text("bye")), ("tab", text(tab))]),
-            Relay::Census => object(&[("relay", text("census"))]),
-        }
-    }
-
-    fn from_js(value: &JsValue) -> Option<Relay> {
-        let tab = || json::string(value, "tab");
-        let visible = || json::flag(value, "visible");
-        Some(match json::string(value, "relay")?.as_str() {
-            "item" => Relay::Item(item_from_js(&json::get(value, "item"))?),
-            "sync" => Relay::Sync {
-                rows: json::list(value, "rows")
-                    .iter()
-                    .map(json::live_event)
-                    .collect::<Option<_>>()?,
-                last_id: json::number(value, "last_id"),
-                status: status_from_js(&json::get(value, "status"))?,
-            },
-            "hello" => Relay::Hello {
-                tab: tab()?,
-                visible: visible()?,
-            },
-            "visibility" => Relay::Visibility {
-                tab: tab()?,
-                visible: visible()?,
-            },
-            "bye" => Relay::Bye { tab: tab()? },
-            "census" => Relay::Census,
-            _ => return None,
-        })
-    }
-}
-
-fn item_to_js(item: &Item) -> JsValue {
-    let kind = |s: &str| ("item", JsValue::from_str(s));
-    match item {
-        Item::Event { event, live } => object(&[
-            kind("event"),
-            ("event", json::live_event_value(event)),
-            ("live", JsValue::from_bool(*live)),
-        ]),
-        Item::Ready(ready) => object(&[
-            kind("ready"),
-            ("head", from_number(ready.head)),
-            ("heartbeat_ms", from_number(ready.heartbeat_ms)),
-            ("instance", JsValue::from_str(&ready.instance)),
-        ]),
-        Item::Reset => object(&[kind("reset")]),
-        Item::Status(status) => object(&[kind("status"), ("status", status_to_js(*status))]),
-    }
-}
-
-fn item_from_js(value: &JsValue) -> Option<Item> {
-    Some(match json::string(value, "item")?.as_str() {
-        "event" => Item::Event {
-            event: json::live_event(&json::get(value, "event"))?,
-            live: json::flag(value, "live")?,
-        },
-        "ready" => Item::Ready(json::ready(value)?),
-        "reset" => Item::Reset,
-        "status" => Item::Status(status_from_js(&json::get(value, "status"))?),
-        _ => return None,
-    })
-}
-
-fn status_to_js(status: Status) -> JsValue {
-    let kind = |s: &str| ("status", JsValue::from_str(s));
-    match status {
-        Status::Connecting => object(&[kind("connecting")]),
-        Status::Live => object(&[kind("live")]),
-        Status::Reconnecting { in_ms } => object(&[
-            kind("reconnecting"),
-            ("in_ms", in_ms.map_or(JsValue::NULL, JsValue::from)),
-        ]),
-        Status::Paused => object(&[kind("paused")]),
-        Status::Closed => object(&[kind("closed")]),
-    }
-}
-
-fn status_from_js(value: &JsValue) -> Option<Status> {
-    Some(match json::string(value, "status")?.as_str() {
-        "connecting" => Status::Connecting,
-        "live" => Status::Live,
-        "reconnecting" => Status::Reconnecting {
-            in_ms: json::number(value, "in_ms").map(|ms| ms.min(u64::from(u32::MAX)) as u32),
-        },
-        "paused" => Status::Paused,
-        "closed" => Status::Closed,
-        _ => return None,
-    })
-}
-
-/// The `BroadcastChannel` of this application's tabs.
-struct Channel {
-    channel: web_sys::BroadcastChannel,
-    _on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
-}
-
-impl Channel {
-    /// `None` where the browser has no `BroadcastChannel`.
-    fn open(name: &str, tx: UnboundedSender<Input>) -> Option<Self> {
-        let channel = web_sys::BroadcastChannel::new(name).ok()?;
-        let on_message =
-            Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
-                match Relay::from_js(&e.data()) {
-                    Some(relay) => {
-                        let _ = tx.unbounded_send(Input::Relay(relay));
-                    }
-                    // Another version of the page, during a deployment: not ours to read.
-                    None => leptos::logging::warn!("ignoring a message from another tab"),
-                }
-            });
-        channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        Some(Channel {
-            channel,
-            _on_message: on_message,
-        })
-    }
-
-    fn post(&self, relay: &Relay) {
-        let _ = self.channel.post_message(&relay.to_js());
-    }
-}
-
-impl Drop for Channel {
-    fn drop(&mut self) {
-        self.channel.set_onmessage(None);
-        self.channel.close();
-    }
-}
-
-/// A request for the Web Lock, held from its grant until this is dropped. Through
-/// `js_sys::Reflect` because web-sys exposes the Web Locks API only behind
-/// `--cfg=web_sys_unstable_apis`.
-struct Lock {
-    release: Rc<RefCell<Option<js_sys::Function>>>,
-}
-
-impl Lock {
-    /// Queues the request; `Input::Lead` arrives when it is granted. `None` where the browser
-    /// has no `navigator.locks`.
-    fn request(name: &str, tx: UnboundedSender<Input>) -> Option<Self> {
-        let get = |target: &JsValue, key: &str| {
-            js_sys::Reflect::get(target, &JsValue::from_str(key))
-                .ok()
-                .filter(|v| !v.is_undefined() && !v.is_null())
-        };
-        let navigator = get(web_sys::window()?.as_ref(), "navigator")?;
-        let locks = get(&navigator, "locks")?;
-        let request: js_sys::Function = get(&locks, "request")?.dyn_into().ok()?;
-
-        let release = Rc::new(RefCell::new(None));
-        let slot = release.clone();
-        let granted_tx = tx.clone();
-        // Owned by JavaScript and freed when called, so a grant that comes after this tab's
-        // component is gone finds no dangling closure: it returns at once, releasing the lock.
-        let on_grant = Closure::once_into_js(move |_lock: JsValue| -> JsValue {
-            if granted_tx.unbounded_send(Input::Lead).is_err() {
-                return JsValue::UNDEFINED;
-            }
-            // Held until this promise resolves: until `Lock` is dropped, or the tab goes.
-            js_sys::Promise::new(&mut |resolve, _reject| {
-                *slot.borrow_mut() = Some(resolve);
-            })
-            .into()
-        });
-        let pending = request
-            .call2(&locks, &JsValue::from_str(name), &on_grant)
-            .ok()?;
-        // Should the request ever fail, this tab leads alone rather than wait for nothing.
-        let on_fail = Closure::once_into_js(move |e: JsValue| {
-            // The error itself goes to the console as an object (no Debug formatting in the wasm).
-            web_sys::console::warn_2(
-                &"the Web Lock request failed; this tab streams alone:".into(),
-                &e,
-            );
-            let _ = tx.unbounded_send(Input::Lead);
-        });
-        if let Some(catch) =
-            get(&pending, "catch").and_then(|c| c.dyn_into::<js_sys::Function>().ok())
-        {
-            let _ = catch.call1(&pending, &on_fail);
-        }
-        Some(Lock { release })
-    }
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        if let Some(resolve) = self.release.borrow_mut().take() {
-            let _ = resolve.call0(&JsValue::UNDEFINED);
-        }
     }
 }

@@ -7,7 +7,9 @@
 //!   content type), resumes from the last id, and has a watchdog for streams that stop breathing.
 //! - [`leader`]: one stream per browser, not per tab. The tabs elect a leader with the Web Locks
 //!   API; it holds the stream and relays every item over a `BroadcastChannel`; the others render
-//!   the relay and one of them takes over when the leader goes.
+//!   the relay and one of them takes over when the leader goes. What they post is encoded in
+//!   `relay.rs`, a protocol other versions of the page must read; `browser.rs` wraps the
+//!   channel and the lock.
 //! - [`visibility`]: the leader lets the stream go while every tab of the view is hidden.
 
 use crate::event::{LiveEvent, Ready};
@@ -15,9 +17,13 @@ use leptos::prelude::*;
 use std::collections::VecDeque;
 
 #[cfg(feature = "hydrate")]
+mod browser;
+#[cfg(feature = "hydrate")]
 mod connection;
 #[cfg(feature = "hydrate")]
 mod leader;
+#[cfg(feature = "hydrate")]
+mod relay;
 pub mod visibility;
 
 /// What the status badge shows.
