@@ -125,6 +125,7 @@ struct State {
     buffer: usize,
 }
 
+#[derive(Clone, Debug)]
 pub struct HubSettings {
     pub topics: Vec<String>,
     pub history: usize,

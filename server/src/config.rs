@@ -2,8 +2,9 @@
 //! `web.config`'s `<environmentVariables>`, so every setting has a variable). `--help` lists them.
 
 use clap::Parser;
+use events_core::hub::HubSettings;
 use std::{
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -208,67 +209,96 @@ pub const MAX_STREAMS: usize = 10_000;
 /// browsers honour) and not IIS's 503.2.
 pub const MAX_STREAMS_UNDER_IIS: usize = 4_500;
 
-/// What put us where we are: decides the listen address and, later, the IIS contract.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Frontend {
-    /// Started by the ASP.NET Core Module (streams each chunk as it comes).
-    AspNetCoreModule,
-    /// Started by HttpPlatformHandler (buffers about 8 KB of output).
-    HttpPlatformHandler,
-    /// Started by hand or by cargo-leptos.
-    Direct,
+pub use crate::iis::Frontend;
+
+/// The validated settings, grouped by who uses them (clap's [`Args`] is only the input).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where we listen and what put us there (the ASP.NET Core Module's contract).
+    pub iis: IisSettings,
+    /// The page and the client files.
+    pub site: SiteSettings,
+    /// The hub: topics, history, text limit, subscriber buffer (events-core's own settings).
+    pub hub: HubSettings,
+    /// Where events are kept and shared: this process, or a Redis stream.
+    pub store: StoreSettings,
+    /// The event stream.
+    pub stream: StreamSettings,
+    /// Publishing: the API, the page's form and the demo tick.
+    pub publish: PublishSettings,
+    /// Every connection: caps, timeouts, trusted proxies.
+    pub connections: ConnectionSettings,
+    /// `GET /metrics` on.
+    pub metrics: bool,
+    /// The log filter.
+    pub log: String,
 }
 
 #[derive(Clone, Debug)]
-pub struct Config {
+pub struct IisSettings {
     pub addr: SocketAddr,
     pub frontend: Frontend,
     /// The module's pairing token, when it started us.
     pub token: Option<String>,
     /// `""` at the site root, else `/name` with no trailing slash.
     pub path_base: String,
-    pub site_root: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct SiteSettings {
+    pub root: PathBuf,
     pub pkg_dir: String,
     pub output_name: String,
-    pub tick: Option<Duration>,
+    /// This instance's name (page and `ready` event).
+    pub instance: String,
+    pub page_rows: usize,
+    pub page_bytes: usize,
+    /// Exact origins allowed cross-origin (`scheme://host[:port]`); empty: same origin only.
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreSettings {
     /// The Redis to share events through; `None`: the in-process hub alone.
     pub redis_url: Option<String>,
     pub redis_key: String,
-    /// This instance's name (page and `ready` event).
-    pub instance: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct StreamSettings {
     pub heartbeat: Duration,
     pub retry: Duration,
     pub write_timeout: Duration,
-    pub history: usize,
-    pub topics: Vec<String>,
-    pub page_rows: usize,
-    pub max_text: usize,
-    pub subscriber_buffer: usize,
     pub max_streams: usize,
-    pub publish_rate: u32,
-    pub publish_key: Option<String>,
-    /// The page's form takes posts (`EVENTS_PUBLISH_FORM=on`).
-    pub publish_form: bool,
+    /// 0: no limit.
+    pub max_per_addr: usize,
+    pub max_replay: usize,
     /// Whether each event is followed by [`crate::wire::PAD_BYTES`] of padding.
     pub pad: bool,
-    pub metrics: bool,
-    /// Exact origins allowed cross-origin (`scheme://host[:port]`); empty: same origin only.
-    pub cors_origins: Vec<String>,
-    /// Bound on producing a response head, for everything but the stream.
-    pub request_timeout: Duration,
-    /// Streams on plain HTTP/1 connections are written by `stream/direct_writer.rs` (else hyper).
-    pub direct_streams: bool,
-    pub max_replay: usize,
-    pub page_bytes: usize,
+    /// Streams on plain HTTP/1 connections are written by `stream/direct_writer.rs` (else
+    /// hyper).
+    pub direct_writer: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct PublishSettings {
+    pub rate: u32,
+    pub key: Option<String>,
+    /// The page's form takes posts (`EVENTS_PUBLISH_FORM=on`).
+    pub form: bool,
+    pub tick: Option<Duration>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConnectionSettings {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
-    pub max_connections: usize,
+    /// Bound on producing a response head, for everything but the stream.
+    pub request_timeout: Duration,
+    pub max: usize,
     /// 0: no limit.
-    pub max_connections_per_addr: usize,
-    /// 0: no limit.
-    pub max_streams_per_addr: usize,
+    pub max_per_addr: usize,
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    pub log: String,
 }
 
 /// A setting that cannot be used; its message is the one line printed before exiting.
@@ -289,7 +319,12 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 
 impl Config {
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
-        let (addr, frontend) = listen_addr(&args)?;
+        let (addr, frontend) = crate::iis::listen_addr(
+            args.aspnetcore_port.as_deref(),
+            args.http_platform_port.as_deref(),
+            &args.addr,
+        )
+        .map_err(ConfigError)?;
         let redis_url = args.redis_url.filter(|u| !u.trim().is_empty());
         let tick = match args.tick.trim() {
             "off" | "0" | "" => None,
@@ -364,7 +399,7 @@ impl Config {
             return err("EVENTS_MAX_TEXT: must be at least 1");
         }
         let topics = topics(&args.topics)?;
-        let direct_streams = match args.stream_writer.trim() {
+        let direct_writer = match args.stream_writer.trim() {
             "direct" => true,
             "hyper" => false,
             other => {
@@ -386,74 +421,58 @@ impl Config {
             return err("EVENTS_REDIS_KEY: must not be empty");
         }
         Ok(Config {
-            addr,
-            frontend,
-            redis_url,
-            redis_key: args.redis_key.trim().to_string(),
-            instance: instance(args.instance.as_deref()),
-            token: args.aspnetcore_token.filter(|t| !t.is_empty()),
-            path_base: path_base(&args.path_base)?,
-            site_root: site_root(&args.site_root)?,
-            pkg_dir: args.pkg_dir,
-            output_name: args.output_name,
-            tick,
-            heartbeat,
-            retry,
-            write_timeout,
-            history: args.history,
-            topics,
-            page_rows: args.page_rows,
-            max_text: args.max_text,
-            subscriber_buffer: args.subscriber_buffer,
-            max_streams,
-            publish_rate: args.publish_rate,
-            publish_key: args.publish_key.filter(|k| !k.is_empty()),
-            publish_form,
-            pad,
-            direct_streams,
+            iis: IisSettings {
+                addr,
+                frontend,
+                token: args.aspnetcore_token.filter(|t| !t.is_empty()),
+                path_base: path_base(&args.path_base)?,
+            },
+            site: SiteSettings {
+                root: site_root(&args.site_root)?,
+                pkg_dir: args.pkg_dir,
+                output_name: args.output_name,
+                instance: instance(args.instance.as_deref()),
+                page_rows: args.page_rows,
+                page_bytes: args.page_bytes,
+                cors_origins,
+            },
+            hub: HubSettings {
+                topics,
+                history: args.history,
+                max_text: args.max_text,
+                subscriber_buffer: args.subscriber_buffer,
+            },
+            store: StoreSettings {
+                redis_url,
+                redis_key: args.redis_key.trim().to_string(),
+            },
+            stream: StreamSettings {
+                heartbeat,
+                retry,
+                write_timeout,
+                max_streams,
+                max_per_addr: args.max_streams_per_addr,
+                max_replay: args.max_replay,
+                pad,
+                direct_writer,
+            },
+            publish: PublishSettings {
+                rate: args.publish_rate,
+                key: args.publish_key.filter(|k| !k.is_empty()),
+                form: publish_form,
+                tick,
+            },
+            connections: ConnectionSettings {
+                header_timeout,
+                idle_timeout,
+                request_timeout,
+                max: max_connections,
+                max_per_addr: args.max_connections_per_addr,
+                trusted_proxies,
+            },
             metrics,
-            cors_origins,
-            request_timeout,
-            max_replay: args.max_replay,
-            page_bytes: args.page_bytes,
-            header_timeout,
-            idle_timeout,
-            max_connections,
-            max_connections_per_addr: args.max_connections_per_addr,
-            max_streams_per_addr: args.max_streams_per_addr,
-            trusted_proxies,
             log: args.log,
         })
-    }
-}
-
-/// Behind either IIS module, loopback only: the module connects to 127.0.0.1 (its readiness
-/// check looks for an IPv4 listener), and nothing else on the network should reach us around IIS.
-fn listen_addr(args: &Args) -> Result<(SocketAddr, Frontend), ConfigError> {
-    let loopback = |name: &str, value: &str| -> Result<SocketAddr, ConfigError> {
-        match value.trim().parse::<u16>() {
-            Ok(port) if port > 0 => Ok(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into()),
-            _ => err(format!("{name}: '{value}' is not a port number (1-65535)")),
-        }
-    };
-    if let Some(port) = args.aspnetcore_port.as_deref().filter(|p| !p.is_empty()) {
-        return Ok((
-            loopback("ASPNETCORE_PORT", port)?,
-            Frontend::AspNetCoreModule,
-        ));
-    }
-    if let Some(port) = args.http_platform_port.as_deref().filter(|p| !p.is_empty()) {
-        return Ok((
-            loopback("HTTP_PLATFORM_PORT", port)?,
-            Frontend::HttpPlatformHandler,
-        ));
-    }
-    match args.addr.trim().parse::<SocketAddr>() {
-        Ok(addr) => Ok((addr, Frontend::Direct)),
-        Err(_) => err(format!(
-            "LEPTOS_SITE_ADDR: '{}' is not an address like 127.0.0.1:3000",
-            args.addr
-        )),
     }
 }
 
@@ -682,23 +701,29 @@ mod tests {
         a.aspnetcore_port = Some("12345".into());
         a.http_platform_port = Some("999".into());
         let c = Config::from_args(a).expect("valid");
-        assert_eq!(c.addr, "127.0.0.1:12345".parse().expect("addr"));
-        assert_eq!(c.frontend, Frontend::AspNetCoreModule);
+        assert_eq!(c.iis.addr, "127.0.0.1:12345".parse().expect("addr"));
+        assert_eq!(c.iis.frontend, Frontend::AspNetCoreModule);
     }
 
     #[test]
     fn the_stream_cap_sits_below_iis_own_limit_under_the_module() {
         let mut a = args(&[]);
         a.aspnetcore_port = Some("12345".into());
-        assert_eq!(Config::from_args(a).expect("valid").max_streams, 4_500);
         assert_eq!(
-            Config::from_args(args(&[])).expect("valid").max_streams,
+            Config::from_args(a).expect("valid").stream.max_streams,
+            4_500
+        );
+        assert_eq!(
+            Config::from_args(args(&[]))
+                .expect("valid")
+                .stream
+                .max_streams,
             10_000
         );
         let mut a = args(&["--max-streams", "6000"]);
         a.aspnetcore_port = Some("12345".into());
         assert_eq!(
-            Config::from_args(a).expect("valid").max_streams,
+            Config::from_args(a).expect("valid").stream.max_streams,
             6_000,
             "set by hand"
         );
@@ -708,7 +733,12 @@ mod tests {
     fn trusted_proxies_are_addresses_or_cidrs() {
         let c = Config::from_args(args(&["--trusted-proxies", "127.0.0.1, 10.0.0.0/8,::1"]))
             .expect("valid");
-        let shown: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        let shown: Vec<String> = c
+            .connections
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(shown, ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]);
         let e = Config::from_args(args(&["--trusted-proxies", "10.0.0.0/33"])).expect_err("bad");
         assert!(
@@ -717,6 +747,7 @@ mod tests {
         );
         assert!(Config::from_args(args(&[]))
             .expect("valid")
+            .connections
             .trusted_proxies
             .is_empty());
     }
@@ -726,17 +757,25 @@ mod tests {
         let mut a = args(&[]);
         a.http_platform_port = Some("8081".into());
         let c = Config::from_args(a).expect("valid");
-        assert_eq!(c.addr, "127.0.0.1:8081".parse().expect("addr"));
-        assert_eq!(c.frontend, Frontend::HttpPlatformHandler);
-        assert!(c.pad, "padding is on by default behind HttpPlatformHandler");
+        assert_eq!(c.iis.addr, "127.0.0.1:8081".parse().expect("addr"));
+        assert_eq!(c.iis.frontend, Frontend::HttpPlatformHandler);
+        assert!(
+            c.stream.pad,
+            "padding is on by default behind HttpPlatformHandler"
+        );
         let mut a = args(&["--pad", "off"]);
         a.http_platform_port = Some("8081".into());
-        assert!(!Config::from_args(a).expect("valid").pad);
-        assert!(!Config::from_args(args(&[])).expect("valid").pad);
+        assert!(!Config::from_args(a).expect("valid").stream.pad);
+        assert!(!Config::from_args(args(&[])).expect("valid").stream.pad);
         assert!(Config::from_args(args(&["--pad", "sometimes"])).is_err());
-        assert!(Config::from_args(args(&[])).expect("valid").direct_streams);
+        assert!(
+            Config::from_args(args(&[]))
+                .expect("valid")
+                .stream
+                .direct_writer
+        );
         let hyper = Config::from_args(args(&["--stream-writer", "hyper"])).expect("valid");
-        assert!(!hyper.direct_streams);
+        assert!(!hyper.stream.direct_writer);
         assert!(Config::from_args(args(&["--stream-writer", "tokio"])).is_err());
     }
 
@@ -761,17 +800,21 @@ mod tests {
     #[test]
     fn redis_turns_the_automatic_tick_off() {
         let c = Config::from_args(args(&[])).expect("valid");
-        assert_eq!(c.tick, Some(Duration::from_secs(1)));
-        assert_eq!(c.redis_url, None);
+        assert_eq!(c.publish.tick, Some(Duration::from_secs(1)));
+        assert_eq!(c.store.redis_url, None);
         let c = Config::from_args(args(&["--redis-url", "redis://127.0.0.1:1/"])).expect("valid");
         assert_eq!(
-            c.tick, None,
+            c.publish.tick, None,
             "each instance would tick into the shared stream"
         );
-        assert_eq!(c.redis_key, "sse-live:events");
+        assert_eq!(c.store.redis_key, "sse-live:events");
         let c =
             Config::from_args(args(&["--redis-url", "redis://x/", "--tick", "2s"])).expect("valid");
-        assert_eq!(c.tick, Some(Duration::from_secs(2)), "asked for explicitly");
+        assert_eq!(
+            c.publish.tick,
+            Some(Duration::from_secs(2)),
+            "asked for explicitly"
+        );
         assert!(Config::from_args(args(&["--redis-key", " "])).is_err());
     }
 
@@ -790,8 +833,8 @@ mod tests {
     #[test]
     fn tick_can_be_turned_off() {
         let c = Config::from_args(args(&["--tick", "off", "--topics", "chat"])).expect("valid");
-        assert_eq!(c.tick, None);
-        assert_eq!(c.topics, vec!["chat".to_string()]);
+        assert_eq!(c.publish.tick, None);
+        assert_eq!(c.hub.topics, vec!["chat".to_string()]);
     }
 
     #[test]
@@ -817,7 +860,7 @@ mod tests {
     #[test]
     fn request_timeout_and_metrics_are_checked() {
         let c = Config::from_args(args(&[])).expect("valid");
-        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.connections.request_timeout, Duration::from_secs(30));
         assert!(c.metrics);
         let e = Config::from_args(args(&["--request-timeout", "50ms"])).expect_err("too short");
         assert!(e.0.starts_with("EVENTS_REQUEST_TIMEOUT:"), "{e}");

@@ -11,6 +11,7 @@
 //!   `POST {ASPNETCORE_APPL_PATH}/iisintegration` with `MS-ASPNETCORE-EVENT: shutdown ` (with a
 //!   trailing space) and expects 202; otherwise it sends Ctrl-Break, and after
 //!   `shutdownTimeLimit` kills the process.
+//! - Port: `ASPNETCORE_PORT`, on the IPv4 loopback only ([`listen_addr`]).
 //! - Path base: the backend sees the full path, application prefix included; ASP.NET matches
 //!   the prefix case-insensitively (`/Live/...` reaches the `/live` application), so we do too.
 
@@ -20,8 +21,57 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use std::sync::Arc;
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    sync::Arc,
+};
 use tokio_util::sync::CancellationToken;
+
+/// What put us where we are: decides the listen address and, later, the IIS contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frontend {
+    /// Started by the ASP.NET Core Module (streams each chunk as it comes).
+    AspNetCoreModule,
+    /// Started by HttpPlatformHandler (buffers about 8 KB of output).
+    HttpPlatformHandler,
+    /// Started by hand or by cargo-leptos.
+    Direct,
+}
+
+/// Where to listen, and who started us. Behind either IIS module, loopback only: the module
+/// connects to 127.0.0.1 (its readiness check looks for an IPv4 listener, ANCM.md), and nothing
+/// else on the network should reach us around IIS. The module's port wins over
+/// HttpPlatformHandler's, which wins over the address given by hand.
+pub fn listen_addr(
+    aspnetcore_port: Option<&str>,
+    http_platform_port: Option<&str>,
+    addr: &str,
+) -> Result<(SocketAddr, Frontend), String> {
+    let loopback = |name: &str, value: &str| -> Result<SocketAddr, String> {
+        match value.trim().parse::<u16>() {
+            Ok(port) if port > 0 => Ok(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into()),
+            _ => Err(format!("{name}: '{value}' is not a port number (1-65535)")),
+        }
+    };
+    if let Some(port) = aspnetcore_port.filter(|p| !p.is_empty()) {
+        return Ok((
+            loopback("ASPNETCORE_PORT", port)?,
+            Frontend::AspNetCoreModule,
+        ));
+    }
+    if let Some(port) = http_platform_port.filter(|p| !p.is_empty()) {
+        return Ok((
+            loopback("HTTP_PLATFORM_PORT", port)?,
+            Frontend::HttpPlatformHandler,
+        ));
+    }
+    match addr.trim().parse::<SocketAddr>() {
+        Ok(addr) => Ok((addr, Frontend::Direct)),
+        Err(_) => Err(format!(
+            "LEPTOS_SITE_ADDR: '{addr}' is not an address like 127.0.0.1:3000"
+        )),
+    }
+}
 
 pub const TOKEN_HEADER: &str = "ms-aspnetcore-token";
 pub const EVENT_HEADER: &str = "ms-aspnetcore-event";

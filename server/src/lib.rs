@@ -45,7 +45,7 @@ use events_core::{hub, wire};
 
 use bus::Bus;
 use config::Config;
-use hub::{Hub, HubSettings};
+use hub::Hub;
 use leptos::config::LeptosOptions;
 use state::AppState;
 use std::{sync::Arc, time::Duration};
@@ -56,120 +56,42 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Binds, serves until asked to stop, then ends every stream and returns.
 pub async fn serve(config: Config) -> Result<(), String> {
-    let listener = listener::bind(config.addr)?;
+    let listener = listener::bind(config.iis.addr)?;
     // The real address: the configured port may be 0 (any free port; the tests use that).
     let bound = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
     let config = Arc::new(config);
-    let settings = HubSettings {
-        topics: config.topics.clone(),
-        history: config.history,
-        max_text: config.max_text,
-        subscriber_buffer: config.subscriber_buffer,
-    };
     let shutdown = CancellationToken::new();
-    let (hub, bus) = match &config.redis_url {
-        None => {
-            let hub = Arc::new(Hub::new(settings));
-            (hub.clone(), Bus::Local(hub))
-        }
-        Some(url) => {
-            // Every id comes from the stream (they are far above 0).
-            let hub = Arc::new(Hub::starting_at(settings, 0));
-            let redis = bus::redis::RedisBus::start(
-                hub.clone(),
-                bus::redis::Settings {
-                    url: url.clone(),
-                    key: config.redis_key.clone(),
-                    history: config.history,
-                },
-                shutdown.clone(),
-            )?;
-            (hub, Bus::Redis(redis))
-        }
-    };
-    let leptos = LeptosOptions::builder()
-        .output_name(config.output_name.clone())
-        .site_root(config.site_root.to_string_lossy().to_string())
-        .site_pkg_dir(config.pkg_dir.clone())
-        .site_addr(config.addr)
-        .build();
-    let state = AppState {
-        hub,
-        bus: bus.clone(),
-        config: config.clone(),
-        leptos,
-        shutdown: shutdown.clone(),
-        open_streams: Default::default(),
-        streams_per_addr: Default::default(),
-        publish_limit: Arc::new(limits::PublishLimit::new(config.publish_rate)),
-        metrics: if config.metrics {
-            crate::metrics::install()
-        } else {
-            None
-        },
-    };
-    if config.pad {
-        tracing::info!(
-            bytes = wire::PAD_BYTES,
-            "padding every event so HttpPlatformHandler's output buffer passes it on at once \
-             (EVENTS_PAD=off to stop); the ASP.NET Core Module needs no padding"
-        );
-    }
-    if config.publish_key.is_some() && config.publish_form {
-        tracing::info!(
-            "EVENTS_PUBLISH_KEY guards POST /api/publish; the page's form stays open to whoever              can load the page (EVENTS_PUBLISH_FORM=off closes it)"
-        );
-    }
-    if let Some(every) = config.tick {
+    let (hub, bus) = start_bus(&config, &shutdown)?;
+    let state = app_state(&config, hub, bus.clone(), &shutdown);
+    say_what_runs(&config);
+    if let Some(every) = config.publish.tick {
         ticker::spawn(bus, every, shutdown.clone());
     }
     shutdown::on_signals(shutdown.clone());
 
-    let router = routes::router(state);
     // Every connection's task, the direct streams among them: waited for when stopping.
     let connections = TaskTracker::new();
-    let mut exempt = config.trusted_proxies.clone();
-    if config.token.is_some() {
-        // Every request through IIS comes from the module on the loopback.
-        exempt.extend(
-            ["127.0.0.1/32", "::1/128"]
-                .iter()
-                .filter_map(|n| n.parse::<ipnet::IpNet>().ok()),
-        );
-    }
+    let dispatch = dispatch(&config, routes::router(state), &connections, &shutdown);
     tokio::spawn(listener::accept(
         listener,
-        connection::Dispatch {
-            router,
-            path_base: config.path_base.as_str().into(),
-            write_timeout: config.write_timeout,
-            header_timeout: config.header_timeout,
-            hyper: http::Hyper::new(config.header_timeout, config.idle_timeout, config.heartbeat),
-            enabled: config.direct_streams,
-            connections: connections.clone(),
-            stop: shutdown.clone(),
-        },
-        listener::Caps {
-            max: config.max_connections,
-            per_addr: config.max_connections_per_addr,
-            exempt,
-        },
+        dispatch,
+        caps(&config),
         shutdown.clone(),
         connections.clone(),
     ));
     tracing::info!(
         addr = %bound,
-        frontend = ?config.frontend,
-        path_base = %config.path_base,
-        site_root = %config.site_root.display(),
-        instance = %config.instance,
-        events = if config.redis_url.is_some() { "redis" } else { "in-process" },
-        max_streams = config.max_streams,
+        frontend = ?config.iis.frontend,
+        path_base = %config.iis.path_base,
+        site_root = %config.site.root.display(),
+        instance = %config.site.instance,
+        events = if config.store.redis_url.is_some() { "redis" } else { "in-process" },
+        max_streams = config.stream.max_streams,
         "listening on http://{}{}/",
         bound,
-        config.path_base
+        config.iis.path_base
     );
     shutdown.cancelled().await;
     if drain(&connections, DRAIN_LIMIT).await == Drained::TimedOut {
@@ -177,6 +99,115 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// This process's hub, and the bus events are published on: the hub itself, or a Redis
+/// stream that feeds it.
+fn start_bus(config: &Config, shutdown: &CancellationToken) -> Result<(Arc<Hub>, Bus), String> {
+    let Some(url) = &config.store.redis_url else {
+        let hub = Arc::new(Hub::new(config.hub.clone()));
+        return Ok((hub.clone(), Bus::Local(hub)));
+    };
+    // Every id comes from the stream (they are far above 0).
+    let hub = Arc::new(Hub::starting_at(config.hub.clone(), 0));
+    let redis = bus::redis::RedisBus::start(
+        hub.clone(),
+        bus::redis::Settings {
+            url: url.clone(),
+            key: config.store.redis_key.clone(),
+            history: config.hub.history,
+        },
+        shutdown.clone(),
+    )?;
+    Ok((hub, Bus::Redis(redis)))
+}
+
+fn app_state(
+    config: &Arc<Config>,
+    hub: Arc<Hub>,
+    bus: Bus,
+    shutdown: &CancellationToken,
+) -> AppState {
+    let leptos = LeptosOptions::builder()
+        .output_name(config.site.output_name.clone())
+        .site_root(config.site.root.to_string_lossy().to_string())
+        .site_pkg_dir(config.site.pkg_dir.clone())
+        .site_addr(config.iis.addr)
+        .build();
+    AppState {
+        hub,
+        bus,
+        config: config.clone(),
+        leptos,
+        shutdown: shutdown.clone(),
+        open_streams: Default::default(),
+        streams_per_addr: Default::default(),
+        publish_limit: Arc::new(limits::PublishLimit::new(config.publish.rate)),
+        metrics: if config.metrics {
+            crate::metrics::install()
+        } else {
+            None
+        },
+    }
+}
+
+/// The settings an operator may not expect, said once at startup.
+fn say_what_runs(config: &Config) {
+    if config.stream.pad {
+        tracing::info!(
+            bytes = wire::PAD_BYTES,
+            "padding every event so HttpPlatformHandler's output buffer passes it on at once \
+             (EVENTS_PAD=off to stop); the ASP.NET Core Module needs no padding"
+        );
+    }
+    if config.publish.key.is_some() && config.publish.form {
+        tracing::info!(
+            "EVENTS_PUBLISH_KEY guards POST /api/publish; the page's form stays open to whoever \
+             can load the page (EVENTS_PUBLISH_FORM=off closes it)"
+        );
+    }
+}
+
+/// Who serves each connection, and with what.
+fn dispatch(
+    config: &Config,
+    router: axum::Router,
+    connections: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> connection::Dispatch {
+    let limits = &config.connections;
+    connection::Dispatch {
+        router,
+        path_base: config.iis.path_base.as_str().into(),
+        write_timeout: config.stream.write_timeout,
+        header_timeout: limits.header_timeout,
+        hyper: http::Hyper::new(
+            limits.header_timeout,
+            limits.idle_timeout,
+            config.stream.heartbeat,
+        ),
+        enabled: config.stream.direct_writer,
+        connections: connections.clone(),
+        stop: shutdown.clone(),
+    }
+}
+
+/// The caps on connections. Under the module every request comes from its loopback address,
+/// which is therefore not counted by address (the forwarded client is, for streams).
+fn caps(config: &Config) -> listener::Caps {
+    let mut exempt = config.connections.trusted_proxies.clone();
+    if config.iis.token.is_some() {
+        exempt.extend(
+            ["127.0.0.1/32", "::1/128"]
+                .iter()
+                .filter_map(|n| n.parse::<ipnet::IpNet>().ok()),
+        );
+    }
+    listener::Caps {
+        max: config.connections.max,
+        per_addr: config.connections.max_per_addr,
+        exempt,
+    }
 }
 
 /// How stopping ended.

@@ -42,13 +42,14 @@ impl EventBackend for PageBackend {
                 .and_then(|Query(mut q)| q.remove(FORM_ERROR_PARAM))
         });
         PageData {
-            topics: config.topics.clone(),
-            events: self
-                .state
-                .hub
-                .recent_within(config.page_rows, config.page_bytes, page_cost),
-            max_rows: config.page_rows,
-            base: config.path_base.clone(),
+            topics: config.hub.topics.clone(),
+            events: self.state.hub.recent_within(
+                config.site.page_rows,
+                config.site.page_bytes,
+                page_cost,
+            ),
+            max_rows: config.site.page_rows,
+            base: config.iis.path_base.clone(),
             form_error,
         }
     }

@@ -31,7 +31,7 @@ pub async fn api(
     headers: HeaderMap,
     body: Result<Json<PublishRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Published>), ApiError> {
-    if let Some(key) = &state.config.publish_key {
+    if let Some(key) = &state.config.publish.key {
         check_key(key, &headers)?;
     }
     state.publish_limit.check(state.client_ip(peer, &headers))?;
@@ -119,7 +119,7 @@ pub async fn form(
         Ok(Form(post)) => publish(&state, peer, &headers, &post.topic, &post.text, "form").await,
         Err(refusal) => Err(refusal),
     };
-    let page = format!("{}/", state.config.path_base);
+    let page = format!("{}/", state.config.iis.path_base);
     match outcome {
         Ok(_) if plain_form_post => Redirect::to(&page).into_response(),
         Ok(event) => Json(published(event)).into_response(),
@@ -137,7 +137,7 @@ pub async fn form(
 }
 
 fn check(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
-    if !state.config.publish_form {
+    if !state.config.publish.form {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "this server's publish form is off (EVENTS_PUBLISH_FORM=off); publish with POST /api/publish and the publish key",
@@ -145,7 +145,7 @@ fn check(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<(), 
     }
     // Against other sites' pages posting through a viewer's browser (which cannot forge these
     // headers); not a password, which is why EVENTS_PUBLISH_FORM exists.
-    if state.config.publish_key.is_some() && !same_origin(headers) {
+    if state.config.publish.key.is_some() && !same_origin(headers) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "this form takes posts from this site's own pages only",

@@ -21,8 +21,8 @@ pub fn router(state: AppState) -> Router {
     let backend = Backend(Arc::new(PageBackend {
         state: state.clone(),
     }));
-    let base = state.config.path_base.clone();
-    let instance = Instance(state.config.instance.clone());
+    let base = state.config.iis.path_base.clone();
+    let instance = Instance(state.config.site.instance.clone());
     let context = {
         let options = state.leptos.clone();
         move || {
@@ -43,11 +43,16 @@ pub fn router(state: AppState) -> Router {
         move || shell(options.clone())
     });
     // JSON may escape each byte of text into six (`\u0000`): room for the longest valid text.
-    let publish_limit = state.config.max_text.saturating_mul(6).saturating_add(1024);
+    let publish_limit = state
+        .config
+        .hub
+        .max_text
+        .saturating_mul(6)
+        .saturating_add(1024);
 
     let mut stream = get(stream::events);
     let mut publish = post(publish::api).layer(DefaultBodyLimit::max(publish_limit));
-    if let Some(cors) = cors::Cors::new(&state.config.cors_origins) {
+    if let Some(cors) = cors::Cors::new(&state.config.site.cors_origins) {
         // On the method routers, so preflight `OPTIONS` is answered instead of a 405.
         let only_listed = middleware::from_fn_with_state(cors.allowed, cors::only_listed);
         stream = stream.layer(cors.layer.clone()).layer(only_listed.clone());
@@ -74,7 +79,7 @@ pub fn router(state: AppState) -> Router {
         // hours, and what bounds a dead one is the heartbeat and the write deadline.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            state.config.request_timeout,
+            state.config.connections.request_timeout,
         ));
 
     let app = Router::new()
@@ -89,13 +94,13 @@ pub fn router(state: AppState) -> Router {
         ))
         .with_state(state.clone());
 
-    let app = match state.config.path_base.as_str() {
+    let app = match state.config.iis.path_base.as_str() {
         "" => app,
         base => Router::new().nest(base, app),
     };
     let contract = Arc::new(iis::Contract {
-        token: state.config.token.clone(),
-        path_base: state.config.path_base.clone(),
+        token: state.config.iis.token.clone(),
+        path_base: state.config.iis.path_base.clone(),
         shutdown: state.shutdown.clone(),
     });
     // Around the router, not inside it (`Router::layer` runs after routing): the token is

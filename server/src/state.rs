@@ -48,11 +48,11 @@ impl AppState {
     /// Whether the request's `X-Forwarded-For` was written by a proxy we trust: the module
     /// (with a token set, only requests that carried it get this far) or a listed proxy.
     fn forwarded_by_proxy(&self, peer: SocketAddr) -> bool {
-        self.config.token.is_some() || self.is_trusted_proxy(peer.ip())
+        self.config.iis.token.is_some() || self.is_trusted_proxy(peer.ip())
     }
 
     /// A peer listed in `EVENTS_TRUSTED_PROXIES`.
     pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
-        crate::limits::is_listed(&self.config.trusted_proxies, ip)
+        crate::limits::is_listed(&self.config.connections.trusted_proxies, ip)
     }
 }

@@ -69,7 +69,7 @@ pub async fn events(
 
     // Counted before the stream is built; the guard below gives it back.
     let open = state.open_streams.fetch_add(1, Ordering::Relaxed) + 1;
-    if open > state.config.max_streams {
+    if open > state.config.stream.max_streams {
         state.open_streams.fetch_sub(1, Ordering::Relaxed);
         metrics::counter!(figures::STREAMS_REFUSED).increment(1);
         return Ok(limits::too_many_streams(open - 1));
@@ -77,7 +77,7 @@ pub async fn events(
     let client_ip = state.client_ip(peer, &headers);
     let addr_slot = match state
         .streams_per_addr
-        .acquire(client_ip, state.config.max_streams_per_addr)
+        .acquire(client_ip, state.config.stream.max_per_addr)
     {
         Ok(slot) => slot,
         Err(held) => {
@@ -92,19 +92,19 @@ pub async fn events(
     }
     // Each connection gets its own reconnect delay, so a restart does not bring every client
     // back in the same instant.
-    let retry = limits::jitter(state.config.retry);
+    let retry = limits::jitter(state.config.stream.retry);
     let mut opening = BytesMut::new();
     opening.extend_from_slice(&wire::retry(retry.as_millis() as u64));
     let wanted_frames = sub
         .replay
         .into_iter()
         .filter(|f| wanted(&filter, &f.event.topic));
-    let (replay, cut) = within_budget(wanted_frames, state.config.max_replay);
+    let (replay, cut) = within_budget(wanted_frames, state.config.stream.max_replay);
     let mut reset = sub.reset;
     if cut && reset.is_none() {
         // More was missed than one stream may be sent at once: say so, as for a position
         // outside the history, and send the newest events that fit.
-        tracing::warn!(%client, max_bytes = state.config.max_replay, "replay cut to EVENTS_MAX_REPLAY; the client gets a reset");
+        tracing::warn!(%client, max_bytes = state.config.stream.max_replay, "replay cut to EVENTS_MAX_REPLAY; the client gets a reset");
         reset = Some(Reset {
             requested: match &resume {
                 Resume::After(id) => id.to_string(),
@@ -124,12 +124,12 @@ pub async fn events(
     deliveries.increment(replayed as u64);
     let ready = Ready {
         head: sub.head,
-        heartbeat_ms: state.config.heartbeat.as_millis() as u64,
-        instance: state.config.instance.clone(),
+        heartbeat_ms: state.config.stream.heartbeat.as_millis() as u64,
+        instance: state.config.site.instance.clone(),
     };
     let data = serde_json::to_string(&ready).unwrap_or_default();
     let mut ready = BytesMut::from(&wire::encode(Some(sub.head), Some(READY_EVENT), &data)[..]);
-    let pad = state.config.pad.then(wire::padding);
+    let pad = state.config.stream.pad.then(wire::padding);
     if let Some(pad) = &pad {
         ready.extend_from_slice(pad);
     }
@@ -141,7 +141,7 @@ pub async fn events(
         replay,
         ready: ready.freeze(),
         live: sub.live,
-        heartbeat: state.config.heartbeat,
+        heartbeat: state.config.stream.heartbeat,
         filter,
         pad,
         guard: Guard::new(
@@ -165,7 +165,7 @@ pub async fn events(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // nginx (and proxies that honour it) would otherwise buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    if state.config.frontend == Frontend::AspNetCoreModule {
+    if state.config.iis.frontend == Frontend::AspNetCoreModule {
         // IIS's dynamic compression takes any `text/*` answer without a content encoding, and
         // a compressor holds events back; where an admin locked it on at server level,
         // web.config cannot turn it off. A content encoding keeps IIS's hands off, as
