@@ -364,20 +364,8 @@ impl Config {
             return err("EVENTS_MAX_CONNECTIONS: must be at least 1");
         }
         let trusted_proxies = trusted_proxies(&args.trusted_proxies)?;
-        let publish_form = match args.publish_form.trim() {
-            "on" => true,
-            "off" => false,
-            other => {
-                return err(format!(
-                    "EVENTS_PUBLISH_FORM: '{other}' is not one of on, off"
-                ))
-            }
-        };
-        let metrics = match args.metrics.trim() {
-            "on" => true,
-            "off" => false,
-            other => return err(format!("EVENTS_METRICS: '{other}' is not one of on, off")),
-        };
+        let publish_form = on_off("EVENTS_PUBLISH_FORM", &args.publish_form)?;
+        let metrics = on_off("EVENTS_METRICS", &args.metrics)?;
         let cors_origins = cors_origins(&args.cors_origins)?;
         if args.history == 0 {
             return err("EVENTS_HISTORY: must be at least 1");
@@ -473,6 +461,14 @@ impl Config {
             metrics,
             log: args.log,
         })
+    }
+}
+
+fn on_off(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => err(format!("{name}: '{other}' is not one of on, off")),
     }
 }
 
