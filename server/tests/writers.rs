@@ -1,5 +1,5 @@
-//! The stream has two writers (src/direct_stream.rs for a plain HTTP/1 stream request, hyper
-//! for a stream asked for on a connection that carried another request first, and HTTP/2);
+//! The stream has two writers (src/stream/direct_writer.rs for a plain HTTP/1 stream request,
+//! hyper for a stream asked for on a connection that carried another request first, and HTTP/2);
 //! a client must not be able to tell them apart by anything but the framing.
 //!
 //! `cargo xtask test` also runs the stream's other test files with `SSE_TEST_STREAM_WRITER=

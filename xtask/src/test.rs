@@ -38,7 +38,7 @@ pub struct TestArgs {
 }
 
 /// The test files of the stream's contract, run a second time with hyper writing the streams
-/// (`EVENTS_STREAM_WRITER=hyper`): the direct writer (server/src/direct_stream.rs) serves most
+/// (`EVENTS_STREAM_WRITER=hyper`): the direct writer (server/src/stream/direct_writer.rs) serves most
 /// streams, and both must keep the same contract.
 pub const HYPER_WRITER_TESTS: &[&str] = &[
     "stream",
