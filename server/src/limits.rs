@@ -24,36 +24,40 @@ pub fn jitter(base: Duration) -> Duration {
 /// 503 for a stream past the cap: the browser's EventSource gives up on a non-200 answer, our
 /// client retries with backoff, and other clients honour `Retry-After`.
 pub fn too_many_streams(open: usize) -> Response {
-    let retry = jitter(Duration::from_secs(10)).as_secs().max(1);
+    let retry = retry_after();
     tracing::warn!(
         open,
         retry_after = retry,
         "stream refused: at the EVENTS_MAX_STREAMS cap"
     );
-    let mut res = (
-        StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(serde_json::json!({ "error": "too many open streams; retry later" })),
-    )
-        .into_response();
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(retry));
-    res
+    unavailable("too many open streams; retry later", retry)
 }
 
 /// 503 for a stream past the per-address cap.
 pub fn too_many_streams_from(client: IpAddr, open: usize) -> Response {
-    let retry = jitter(Duration::from_secs(10)).as_secs().max(1);
+    let retry = retry_after();
     tracing::warn!(
         %client,
         open,
         retry_after = retry,
         "stream refused: at the EVENTS_MAX_STREAMS_PER_ADDR cap"
     );
+    unavailable(
+        "too many open streams from this address; retry later",
+        retry,
+    )
+}
+
+/// About ten seconds, jittered, in whole seconds.
+fn retry_after() -> u64 {
+    jitter(Duration::from_secs(10)).as_secs().max(1)
+}
+
+/// 503 with `{"error"}` and `Retry-After`.
+fn unavailable(error: &str, retry: u64) -> Response {
     let mut res = (
         StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(serde_json::json!({
-            "error": "too many open streams from this address; retry later"
-        })),
+        axum::Json(serde_json::json!({ "error": error })),
     )
         .into_response();
     res.headers_mut()
