@@ -7,7 +7,10 @@
 
 mod common;
 
-use common::{rss_kib, spawn, Options, Server, PATIENCE};
+use common::{
+    raw::{self, find, Head, RawStream, Reader},
+    rss_kib, spawn, Options, Server, PATIENCE,
+};
 use std::{
     io,
     net::{Ipv4Addr, SocketAddr},
@@ -23,7 +26,7 @@ use tokio::{
 const TEST_LIMIT: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------------------------
-// Helpers: raw connections, a small HTTP/1.1 reader, the server's resources from /proc.
+// Helpers: raw connections (read with tests/common/raw.rs), the server's resources from /proc.
 // ---------------------------------------------------------------------------------------------
 
 fn target(server: &Server) -> SocketAddr {
@@ -54,151 +57,8 @@ async fn connect(to: SocketAddr) -> TcpStream {
     connect_from(Ipv4Addr::LOCALHOST, to, None).await
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 fn count(hay: &[u8], needle: &[u8]) -> usize {
     hay.windows(needle.len()).filter(|w| *w == needle).count()
-}
-
-struct Head {
-    status: u16,
-    /// Names in lower case.
-    headers: Vec<(String, String)>,
-}
-
-impl Head {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Reads HTTP/1.1 answers from a socket, keeping what it read past the current answer.
-struct Reader<R> {
-    rd: R,
-    buf: Vec<u8>,
-}
-
-impl<R: AsyncRead + Unpin> Reader<R> {
-    fn new(rd: R) -> Reader<R> {
-        Reader {
-            rd,
-            buf: Vec::new(),
-        }
-    }
-
-    /// Reads more; `Ok(0)` at the end of the stream.
-    async fn more(&mut self) -> io::Result<usize> {
-        let mut chunk = vec![0u8; 64 * 1024];
-        let n = self.rd.read(&mut chunk).await?;
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(n)
-    }
-
-    async fn need(&mut self, len: usize) -> io::Result<()> {
-        while self.buf.len() < len {
-            if self.more().await? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        Ok(())
-    }
-
-    async fn line(&mut self) -> io::Result<String> {
-        loop {
-            if let Some(end) = find(&self.buf, b"\r\n") {
-                let line = String::from_utf8_lossy(&self.buf[..end]).to_string();
-                self.buf.drain(..end + 2);
-                return Ok(line);
-            }
-            if self.more().await? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-    }
-
-    /// The status line and headers of the next answer.
-    async fn head(&mut self) -> io::Result<Head> {
-        loop {
-            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
-                let text = String::from_utf8_lossy(&self.buf[..end]).to_string();
-                self.buf.drain(..end + 4);
-                let mut lines = text.split("\r\n");
-                let status = lines
-                    .next()
-                    .and_then(|l| l.split(' ').nth(1))
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| io::Error::other(format!("not an HTTP answer: {text:?}")))?;
-                let headers = lines
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                    .collect();
-                return Ok(Head { status, headers });
-            }
-            if self.more().await? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "closed before a whole head: {:?}",
-                        String::from_utf8_lossy(&self.buf)
-                    ),
-                ));
-            }
-        }
-    }
-
-    /// The whole body of an answer that has an end (a length, chunks, or the close).
-    async fn body(&mut self, head: &Head) -> io::Result<Vec<u8>> {
-        if let Some(len) = head.header("content-length") {
-            let len: usize = len.parse().map_err(io::Error::other)?;
-            self.need(len).await?;
-            return Ok(self.buf.drain(..len).collect());
-        }
-        if head
-            .header("transfer-encoding")
-            .is_some_and(|t| t.contains("chunked"))
-        {
-            let mut body = Vec::new();
-            loop {
-                let line = self.line().await?;
-                let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-                    .map_err(|_| io::Error::other(format!("not a chunk size: {line:?}")))?;
-                if size == 0 {
-                    // No trailers are expected: the blank line that ends the body.
-                    while !self.line().await?.is_empty() {}
-                    return Ok(body);
-                }
-                self.need(size + 2).await?;
-                body.extend(self.buf.drain(..size));
-                self.buf.drain(..2);
-            }
-        }
-        while self.more().await? > 0 {}
-        Ok(std::mem::take(&mut self.buf))
-    }
-
-    /// Reads until what was read (and not yet consumed) holds `needle`.
-    async fn until(&mut self, needle: &[u8]) -> io::Result<()> {
-        while find(&self.buf, needle).is_none() {
-            if self.more().await? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("closed before {:?}", String::from_utf8_lossy(needle)),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads to the end of the stream: `Ok` for a clean end of file, the error otherwise.
-    async fn end(&mut self) -> io::Result<()> {
-        while self.more().await? > 0 {}
-        Ok(())
-    }
 }
 
 /// Reads until the peer closes (end of file or an error): what a closed connection looks like
@@ -213,30 +73,14 @@ async fn closed(rd: &mut (impl AsyncRead + Unpin)) {
     }
 }
 
-/// Opens a stream on a raw connection and reads up to its `ready` event; the status and the
-/// reader (with the connection's write half) either way.
-async fn raw_stream(
-    mut tcp: TcpStream,
-    path: &str,
-    headers: &str,
-) -> (
-    Head,
-    Reader<tokio::net::tcp::OwnedReadHalf>,
-    tokio::net::tcp::OwnedWriteHalf,
-) {
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").as_bytes())
-        .await
-        .expect("stream request");
-    let (rd, wr) = tcp.into_split();
-    let mut reader = Reader::new(rd);
-    let head = reader.head().await.expect("the stream's answer");
-    if head.status == 200 {
-        reader
-            .until(b"event: ready\n")
-            .await
-            .expect("the ready event");
+/// Opens a stream on a raw connection and, when it is answered 200, reads up to its `ready`
+/// event.
+async fn raw_stream(tcp: TcpStream, path: &str, headers: &[(&str, &str)]) -> RawStream {
+    let mut stream = RawStream::send(tcp, raw::get(path, headers).as_bytes()).await;
+    if stream.head.status == 200 {
+        stream.until_event("ready").await;
     }
-    (head, reader, wr)
+    stream
 }
 
 /// `GET {path}` with `Connection: close` on a new connection from `source`: status and body.
@@ -675,31 +519,17 @@ async fn idle_and_slow_connections_are_closed() {
 
 /// Reads a stream past three idle timeouts; the pings received after that mark, and the
 /// whole time it stayed open.
-async fn outlives(
-    reader: &mut Reader<impl AsyncRead + Unpin>,
-    idle: Duration,
-) -> (usize, Duration) {
+async fn outlives(stream: &mut RawStream, idle: Duration) -> (usize, Duration) {
     let opened = Instant::now();
     let mut pings = 0;
+    // Each wait fails the test if the stream ends (or goes quiet) instead.
     while opened.elapsed() < idle * 3 {
-        reader.buf.clear();
-        reader
-            .until(wire_ping())
-            .await
-            .expect("the stream stays open past the idle timeout");
+        stream.until_event("ping").await;
         pings += 1;
     }
     // And it is still open after the mark.
-    reader.buf.clear();
-    reader
-        .until(wire_ping())
-        .await
-        .expect("a ping after 3 idle timeouts");
+    stream.until_event("ping").await;
     (pings + 1, opened.elapsed())
-}
-
-fn wire_ping() -> &'static [u8] {
-    b"event: ping\n"
 }
 
 /// Idle timeout (EVENTS_IDLE_TIMEOUT, 2 s here) against open streams: a stream is a request in
@@ -721,30 +551,35 @@ async fn open_streams_outlive_the_idle_timeout() {
         );
         let to = target(&server);
         let direct = async {
-            let (head, mut reader, wr) = raw_stream(connect(to).await, "/api/events", "").await;
-            assert_eq!(head.status, 200, "the direct stream");
-            let (pings, open) = outlives(&mut reader, idle).await;
+            let mut stream = raw_stream(connect(to).await, "/api/events", &[]).await;
+            assert_eq!(stream.head.status, 200, "the direct stream");
+            let (pings, open) = outlives(&mut stream, idle).await;
             // Held until the end: a stream closed here would be the client's doing.
-            (pings, open, (reader, wr))
+            (pings, open, stream)
         };
         let through_hyper = async {
-            let (rd, mut wr) = connect(to).await.into_split();
-            let mut reader = Reader::new(rd);
-            wr.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            let mut reader = Reader::new(connect(to).await);
+            reader
+                .rd
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                 .await
                 .expect("page request");
             let head = reader.head().await.expect("the page's answer");
             assert_eq!(head.status, 200, "GET /");
             let page = reader.body(&head).await.expect("the page");
             assert!(!page.is_empty(), "a page");
-            wr.write_all(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+            reader
+                .rd
+                .write_all(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
                 .await
                 .expect("stream request");
-            let head = reader.head().await.expect("the stream's answer");
-            assert_eq!(head.status, 200, "the stream after the page");
-            reader.until(b"event: ready\n").await.expect("ready");
-            let (pings, open) = outlives(&mut reader, idle).await;
-            (pings, open, (reader, wr))
+            let mut stream = RawStream::answer(reader)
+                .await
+                .expect("the stream's answer");
+            assert_eq!(stream.head.status, 200, "the stream after the page");
+            stream.until_event("ready").await;
+            let (pings, open) = outlives(&mut stream, idle).await;
+            (pings, open, stream)
         };
         let ((direct_pings, direct_open, _held), (hyper_pings, hyper_open, _held_too)) =
             tokio::join!(direct, through_hyper);
@@ -917,33 +752,28 @@ async fn connections_are_capped_per_address_and_in_total() {
 // 5. Streams per address.
 // ---------------------------------------------------------------------------------------------
 
-/// Opens `n` streams from `source` with `headers(i)`; each one's status (held open).
+/// Opens `n` streams from `source`, the `i`th with `X-Forwarded-For: forwarded_for(i)` when
+/// that is some; each held open, or with a refusal's whole body read.
 async fn streams_from(
     to: SocketAddr,
     source: Ipv4Addr,
     n: usize,
-    headers: impl Fn(usize) -> String,
-) -> Vec<(
-    Head,
-    Vec<u8>,
-    Reader<tokio::net::tcp::OwnedReadHalf>,
-    tokio::net::tcp::OwnedWriteHalf,
-)> {
+    forwarded_for: impl Fn(usize) -> Option<String>,
+) -> Vec<RawStream> {
     let mut out = Vec::new();
     for i in 0..n {
-        let (head, mut reader, wr) = raw_stream(
-            connect_from(source, to, None).await,
-            "/api/events",
-            &headers(i),
-        )
-        .await;
-        let body = if head.status == 200 {
-            Vec::new()
-        } else {
-            reader.body(&head).await.expect("the refusal's body")
-        };
-        // Kept: dropping the write half would send a FIN, which closes the stream.
-        out.push((head, body, reader, wr));
+        let forwarded = forwarded_for(i);
+        let headers: Vec<_> = forwarded
+            .iter()
+            .map(|f| ("X-Forwarded-For", f.as_str()))
+            .collect();
+        let tcp = connect_from(source, to, None).await;
+        let mut stream = raw_stream(tcp, "/api/events", &headers).await;
+        if stream.head.status != 200 {
+            stream.body().await;
+        }
+        // Kept: closing the connection (even only its write half) closes the stream.
+        out.push(stream);
     }
     out
 }
@@ -960,12 +790,12 @@ async fn streams_are_capped_per_client_address() {
         let server = spawn(options());
         let to = target(&server);
         let a = Ipv4Addr::new(127, 0, 0, 2);
-        let opened = streams_from(to, a, CAP + 1, |_| String::new()).await;
-        for (i, (head, _, _, _)) in opened[..CAP].iter().enumerate() {
-            assert_eq!(head.status, 200, "stream {} from {a}", i + 1);
+        let opened = streams_from(to, a, CAP + 1, |_| None).await;
+        for (i, stream) in opened[..CAP].iter().enumerate() {
+            assert_eq!(stream.head.status, 200, "stream {} from {a}", i + 1);
         }
-        let (head, body, _, _) = &opened[CAP];
-        let body = String::from_utf8_lossy(body);
+        let head = &opened[CAP].head;
+        let body = String::from_utf8_lossy(opened[CAP].received());
         println!(
             "streams: stream {} from {a}: {} retry-after={:?} {body}",
             CAP + 1,
@@ -986,16 +816,16 @@ async fn streams_are_capped_per_client_address() {
                 .is_some_and(|e| e.contains("this address")),
             "{body}"
         );
-        let other = streams_from(to, Ipv4Addr::new(127, 0, 0, 3), 1, |_| String::new()).await;
-        assert_eq!(other[0].0.status, 200, "another address is not affected");
+        let other = streams_from(to, Ipv4Addr::new(127, 0, 0, 3), 1, |_| None).await;
+        assert_eq!(other[0].head.status, 200, "another address is not affected");
 
         // Behind a trusted proxy: each forwarded client is counted apart.
-        let forwarded = |i: usize| format!("X-Forwarded-For: 203.0.113.{}:5000\r\n", i + 1);
+        let forwarded = |i: usize| Some(format!("203.0.113.{}:5000", i + 1));
         let behind = spawn(options().env("EVENTS_TRUSTED_PROXIES", "127.0.0.1"));
         let statuses: Vec<u16> = streams_from(target(&behind), Ipv4Addr::LOCALHOST, 10, forwarded)
             .await
             .iter()
-            .map(|(h, _, _, _)| h.status)
+            .map(|s| s.head.status)
             .collect();
         println!("streams: 10 forwarded clients behind a trusted proxy: {statuses:?}");
         assert_eq!(statuses, [200; 10], "each forwarded client has its own cap");
@@ -1005,7 +835,7 @@ async fn streams_are_capped_per_client_address() {
             streams_from(target(&untrusted), Ipv4Addr::LOCALHOST, 10, forwarded)
                 .await
                 .iter()
-                .map(|(h, _, _, _)| h.status)
+                .map(|s| s.head.status)
                 .collect();
         println!("streams: the same 10 without EVENTS_TRUSTED_PROXIES: {statuses:?}");
         assert_eq!(statuses[..CAP], [200; CAP]);
@@ -1035,18 +865,24 @@ async fn a_repeated_topic_costs_one_entry() {
         let to = target(&server);
         // 15,000 bytes: under the direct path's 16 KiB head.
         let path = format!("/api/events?topic={}", "chat,".repeat(3000));
-        let mut readers = Vec::new();
+        let mut streams = Vec::new();
         // The first few pay for what every process allocates once.
         for _ in 0..WARM {
-            let (head, reader, wr) = raw_stream(connect(to).await, &path, "").await;
-            assert_eq!(head.status, 200, "a stream with 3,000 repeats of one topic");
-            readers.push((reader, wr));
+            let stream = raw_stream(connect(to).await, &path, &[]).await;
+            assert_eq!(
+                stream.head.status, 200,
+                "a stream with 3,000 repeats of one topic"
+            );
+            streams.push(stream);
         }
         let before = rss_kib(pid);
         for _ in 0..STREAMS {
-            let (head, reader, wr) = raw_stream(connect(to).await, &path, "").await;
-            assert_eq!(head.status, 200, "a stream with 3,000 repeats of one topic");
-            readers.push((reader, wr));
+            let stream = raw_stream(connect(to).await, &path, &[]).await;
+            assert_eq!(
+                stream.head.status, 200,
+                "a stream with 3,000 repeats of one topic"
+            );
+            streams.push(stream);
         }
         let after = rss_kib(pid);
         let per_stream = after.saturating_sub(before) as f64 / STREAMS as f64;
@@ -1060,16 +896,17 @@ async fn a_repeated_topic_costs_one_entry() {
         server.publish("chat", "once").await;
         server.publish("alert", "not asked for").await;
         server.publish("chat", "last").await;
-        for (reader, _) in &mut readers {
-            reader.until(b"\"last\"").await.expect("the last event");
+        for stream in &mut streams {
+            stream.until(|got| find(got, b"\"last\"").is_some()).await;
+            let got = stream.received();
             assert_eq!(
-                count(&reader.buf, b"event: chat\n"),
+                count(got, b"event: chat\n"),
                 2,
                 "{:?}",
-                String::from_utf8_lossy(&reader.buf)
+                String::from_utf8_lossy(got)
             );
-            assert_eq!(count(&reader.buf, b"\"once\""), 1);
-            assert_eq!(count(&reader.buf, b"event: alert\n"), 0);
+            assert_eq!(count(got, b"\"once\""), 1);
+            assert_eq!(count(got, b"event: alert\n"), 0);
         }
     })
     .await
@@ -1082,8 +919,9 @@ async fn a_repeated_topic_costs_one_entry() {
 
 /// Opens a direct stream, sends `garbage` bytes on it and waits for the server's close.
 async fn send_on_stream(to: SocketAddr, garbage: usize) -> Duration {
-    let (head, mut reader, mut wr) = raw_stream(connect(to).await, "/api/events", "").await;
-    assert_eq!(head.status, 200, "the stream");
+    let stream = raw_stream(connect(to).await, "/api/events", &[]).await;
+    assert_eq!(stream.head.status, 200, "the stream");
+    let (mut rd, mut wr) = stream.reader.rd.into_split();
     let started = Instant::now();
     let writer = tokio::spawn(async move {
         let junk = vec![b'z'; garbage];
@@ -1091,7 +929,7 @@ async fn send_on_stream(to: SocketAddr, garbage: usize) -> Duration {
         let _ = wr.write_all(&junk).await;
         wr
     });
-    closed(&mut reader.rd).await;
+    closed(&mut rd).await;
     let took = started.elapsed();
     writer.abort();
     took
@@ -1224,17 +1062,13 @@ async fn client_text_cannot_forge_log_lines() {
 async fn a_head_in_bare_lf_is_answered_at_once() {
     timeout(TEST_LIMIT, async {
         let server = spawn(Options::new().env("EVENTS_STREAM_WRITER", "direct"));
-        let (rd, mut wr) = connect(target(&server)).await.into_split();
+        let tcp = connect(target(&server)).await;
         let started = Instant::now();
-        wr.write_all(b"GET /api/events HTTP/1.1\nHost: x\n\n")
-            .await
-            .expect("request");
-        let mut reader = Reader::new(rd);
         let (head, ready) = timeout(PATIENCE, async {
-            let head = reader.head().await.expect("an answer");
+            let mut stream = RawStream::send(tcp, b"GET /api/events HTTP/1.1\nHost: x\n\n").await;
             let head_at = started.elapsed();
-            reader.until(b"event: ready\n").await.expect("ready");
-            (head, head_at)
+            stream.until_event("ready").await;
+            (stream.head, head_at)
         })
         .await
         .expect("an answer before the header timeout");

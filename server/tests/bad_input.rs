@@ -10,9 +10,10 @@
 mod common;
 
 use common::ancm::{Handler, Module, Published};
+use common::raw::{find, Ending, RawStream, Reader};
 use common::{client, next_any, next_event};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// A request body above this goes through reqwest: the server answers 413 before reading it
 /// all, and a raw writer would race the close.
@@ -92,6 +93,7 @@ fn publish(
 struct Answer {
     status: u16,
     headers: Vec<(String, String)>,
+    /// Without its chunk framing.
     body: Vec<u8>,
 }
 
@@ -104,8 +106,8 @@ impl Answer {
     }
 }
 
-/// Sends the request exactly as written and reads the answer: to the end (the request says
-/// `Connection: close`), or for a stream until its `ready` event.
+/// Sends the request exactly as written and reads the answer: to its end, or for a stream
+/// until its `ready` event.
 async fn raw(port: u16, token: &str, case: &Case) -> Answer {
     let mut request = format!(
         "{} {} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nMS-ASPNETCORE-TOKEN: {token}\r\nConnection: close\r\n",
@@ -130,61 +132,47 @@ async fn raw(port: u16, token: &str, case: &Case) -> Answer {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect to the backend");
-    let (mut rd, mut wr) = tcp.into_split();
+    let (rd, mut wr) = tcp.into_split();
     // Written on its own: a server that answers before reading everything must still be heard.
     let writer = tokio::spawn(async move {
         let _ = wr.write_all(&request).await;
         wr
     });
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
     let read = async {
-        loop {
-            match rd.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            if let Some(end) = find(&buf, b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                if head.contains("content-type: text/event-stream")
-                    && find(&buf[end..], b"event: ready\n").is_some()
-                {
+        let mut answer = RawStream::answer(Reader::new(rd))
+            .await
+            .unwrap_or_else(|e| panic!("{}: not an HTTP answer: {e}", case.input));
+        let stream = answer
+            .head
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/event-stream"));
+        if stream {
+            while let Some(event) = answer.next_event().await {
+                if event.event == "ready" {
                     break;
                 }
             }
+        } else {
+            // Cut or whole, the checks below judge what arrived.
+            let ending = answer.end().await;
+            assert_ne!(
+                ending,
+                Ending::NotYet,
+                "{}: no end of the answer",
+                case.input
+            );
         }
+        answer
     };
-    tokio::time::timeout(Duration::from_secs(20), read)
+    let answer = tokio::time::timeout(Duration::from_secs(20), read)
         .await
         .unwrap_or_else(|_| panic!("{}: no complete answer within 20 s", case.input));
     writer.abort();
-    parse(&buf).unwrap_or_else(|| {
-        panic!(
-            "{}: not an HTTP answer: {:?}",
-            case.input,
-            String::from_utf8_lossy(&buf[..buf.len().min(300)])
-        )
-    })
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn parse(buf: &[u8]) -> Option<Answer> {
-    let end = find(buf, b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    Some(Answer {
-        status,
-        headers,
-        body: buf[end + 4..].to_vec(),
-    })
+    Answer {
+        status: answer.head.status,
+        body: answer.received().to_vec(),
+        headers: answer.head.headers,
+    }
 }
 
 /// For a body too large to write raw.

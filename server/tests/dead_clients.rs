@@ -10,47 +10,29 @@
 
 mod common;
 
-use common::{rss_kib, spawn, Options, Server, PATIENCE};
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    time::{Duration, Instant},
-};
-use tokio::io::AsyncReadExt;
+use common::{raw::RawStream, rss_kib, spawn, Options, Server, PATIENCE};
+use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 500;
 const OPEN: &str = "sse_open_streams";
 const GONE: &str = "sse_streams_closed_total{reason=\"client_gone\"}";
 
-/// A raw HTTP/1.1 stream request; returns once the response head and the first chunk (the
-/// `retry:` hint and the `ready` event) have arrived, so the next bytes are a heartbeat.
-fn open_stream(addr: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
-    s.write_all(b"GET /api/events HTTP/1.1\r\nHost: test\r\n\r\n")
-        .expect("request");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let ready =
-        |got: &[u8]| got.windows(12).any(|w| w == b"event: ready") && got.ends_with(b"\n\n\r\n");
-    while !ready(&got) {
-        let n = s.read(&mut buf).expect("response head and first chunk");
-        assert!(n > 0, "closed before the first event");
-        got.extend_from_slice(&buf[..n]);
+/// [`CLIENTS`] raw HTTP/1.1 streams, each read up to its `ready` event, whose chunk is read
+/// whole: the next bytes are a heartbeat.
+async fn open_all(server: &Server) -> Vec<RawStream> {
+    let mut streams = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        let mut s = RawStream::open(&server.addr(), "/api/events", &[]).await;
+        s.until_event("ready").await;
+        assert!(
+            s.head.status_line.starts_with("HTTP/1.1 200"),
+            "{:?}",
+            s.head
+        );
+        streams.push(s);
     }
-    assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
-    s
-}
-
-async fn open_all(server: &Server) -> Vec<TcpStream> {
-    let addr = server.base.trim_start_matches("http://").to_string();
-    let sockets = tokio::task::spawn_blocking(move || {
-        (0..CLIENTS).map(|_| open_stream(&addr)).collect::<Vec<_>>()
-    })
-    .await
-    .expect("open the streams");
     server.wait_for_figure(OPEN, |v| v == CLIENTS as f64).await;
-    sockets
+    streams
 }
 
 /// SO_LINGER 0: closing sends a reset, not a FIN, as when a client's machine or network goes
@@ -70,10 +52,10 @@ async fn vanished_clients_are_dropped_within_a_heartbeat() {
     let before = rss_kib(pid);
 
     // Round 1: the clients reset their own connections.
-    let sockets = open_all(&server).await;
+    let streams = open_all(&server).await;
     let peak1 = rss_kib(pid);
     let start = Instant::now();
-    sockets.into_iter().for_each(reset);
+    streams.into_iter().for_each(|s| reset(s.reader.rd));
     server.wait_for_figure(OPEN, |v| v == 0.0).await;
     let direct = start.elapsed();
     assert_eq!(server.figure(GONE).await, CLIENTS as f64);
@@ -81,17 +63,15 @@ async fn vanished_clients_are_dropped_within_a_heartbeat() {
 
     // Round 2: behind the module. Its clients are gone, but each backend connection stays
     // open until the server writes to it again.
-    let sockets = open_all(&server).await;
+    let streams = open_all(&server).await;
     let peak2 = rss_kib(pid);
     let start = Instant::now();
     let mut lazy = Vec::with_capacity(CLIENTS);
-    for s in sockets {
-        s.set_nonblocking(true).expect("nonblocking");
-        let mut s = tokio::net::TcpStream::from_std(s).expect("tokio socket");
+    for mut s in streams {
         lazy.push(tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let _ = tokio::time::timeout(PATIENCE, s.read(&mut buf)).await;
-            reset(s);
+            // The server's next write, whatever it is.
+            let _ = tokio::time::timeout(PATIENCE, s.reader.more()).await;
+            reset(s.reader.rd);
         }));
     }
     server.wait_for_figure(OPEN, |v| v == 0.0).await;

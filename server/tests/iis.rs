@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{client, next_any, next_event, spawn, Options, PATIENCE};
+use common::{client, next_any, next_event, raw::Ending, raw::RawStream, spawn, Options, PATIENCE};
 use reqwest::Method;
 use std::time::{Duration, Instant};
 
@@ -232,36 +232,19 @@ async fn everything_works_under_a_path_base() {
 /// thousands of streams open, the server must still end them all and exit well inside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_thousands_of_streams_is_prompt() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const STREAMS: usize = 2000;
     let mut server = spawn(Options::new().aspnetcore(TOKEN, "/"));
-    let addr = server.base.trim_start_matches("http://").to_string();
-    let mut sockets = Vec::with_capacity(STREAMS);
+    let addr = server.addr();
+    let mut streams = Vec::with_capacity(STREAMS);
     for i in 0..STREAMS {
         // Each from a viewer of its own, as the module forwards them (one address may hold
         // only EVENTS_MAX_STREAMS_PER_ADDR streams).
-        let request = format!(
-            "GET /api/events HTTP/1.1\r\nHost: test\r\nMS-ASPNETCORE-TOKEN: {TOKEN}\r\n\
-             X-Forwarded-For: 10.0.{}.{}:50000\r\n\r\n",
-            i / 250,
-            i % 250
-        );
-        let mut s = tokio::net::TcpStream::connect(&addr)
-            .await
-            .expect("connect");
-        s.write_all(request.as_bytes()).await.expect("request");
-        // Wait for the head and the `ready` event: the stream is open at the server.
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&seen).contains("event: ready") {
-            let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
-                .await
-                .expect("the stream starts")
-                .expect("read");
-            assert!(n > 0, "closed before ready");
-            seen.extend_from_slice(&buf[..n]);
-        }
-        sockets.push(s);
+        let viewer = format!("10.0.{}.{}:50000", i / 250, i % 250);
+        let headers = [("MS-ASPNETCORE-TOKEN", TOKEN), ("X-Forwarded-For", &viewer)];
+        let mut s = RawStream::open(&addr, "/api/events", &headers).await;
+        // The `ready` event: the stream is open at the server.
+        s.until_event("ready").await;
+        streams.push(s);
     }
     server
         .wait_for_log(&["stream opened", &format!("open={STREAMS}")])
@@ -270,25 +253,12 @@ async fn shutdown_with_thousands_of_streams_is_prompt() {
     let started = Instant::now();
     assert_eq!(shutdown_request(&server).await, 202);
     // Every stream ends: its last chunk (`0\r\n\r\n`) or the connection's close.
-    let ended = futures::future::join_all(sockets.iter_mut().map(|s| async move {
-        let mut tail = Vec::new();
-        let mut buf = [0u8; 1024];
-        loop {
-            match tokio::time::timeout(PATIENCE, s.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return true,
-                Ok(Ok(n)) => {
-                    tail.extend_from_slice(&buf[..n]);
-                    if tail.ends_with(b"0\r\n\r\n") {
-                        return true;
-                    }
-                }
-                Err(_) => return false,
-            }
-        }
-    }))
-    .await;
+    let endings = futures::future::join_all(streams.iter_mut().map(RawStream::end)).await;
     let all_ended = started.elapsed();
-    assert!(ended.iter().all(|e| *e), "every stream ends");
+    assert!(
+        endings.iter().all(|e| *e != Ending::NotYet),
+        "every stream ends"
+    );
     wait_exit(&mut server, started).await;
     let exited = started.elapsed();
     println!("shutdown with {STREAMS} streams: all ended after {all_ended:?}, process exited after {exited:?}");

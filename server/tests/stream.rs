@@ -292,9 +292,9 @@ async fn behind_http_platform_handler_each_event_is_padded_past_its_buffer() {
     // The first write: retry, ready, then the padding.
     raw.until(|r| r.len() >= 8192).await;
     let id = server.publish("chat", "padded").await;
-    let before = raw.received.len();
+    let before = raw.received().len();
     raw.until(|r| r.len() >= before + 8192).await;
-    let event = String::from_utf8_lossy(&raw.received[before..]).to_string();
+    let event = String::from_utf8_lossy(&raw.received()[before..]).to_string();
     assert!(
         event.starts_with(&format!("id: {id}\nevent: chat\n")),
         "{:?}",

@@ -3,12 +3,9 @@
 
 mod common;
 
-use common::{next_any, spawn, text_of, Options, PATIENCE};
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    time::{Duration, Instant},
-};
+use common::{next_any, raw::Reader, spawn, text_of, Options, PATIENCE};
+use std::time::{Duration, Instant};
+use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 #[tokio::test]
 async fn a_stream_lives_far_past_the_request_timeout() {
@@ -48,26 +45,24 @@ async fn a_stream_lives_far_past_the_request_timeout() {
     );
 }
 
-#[test]
-fn a_request_that_does_not_finish_in_time_gets_408() {
+#[tokio::test]
+async fn a_request_that_does_not_finish_in_time_gets_408() {
     let server = spawn(Options::new().env("EVENTS_REQUEST_TIMEOUT", "200ms"));
-    let addr = server.base.trim_start_matches("http://").to_string();
-    let mut s = TcpStream::connect(&addr).expect("connect");
+    let mut s = TcpStream::connect(server.addr()).await.expect("connect");
     // A publisher that announces 100 bytes and sends 10: the handler waits for the rest.
     s.write_all(
         b"POST /api/publish HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
           Content-Length: 100\r\n\r\n{\"topic\":",
     )
+    .await
     .expect("request");
     let sent = Instant::now();
-    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
-    let mut head = [0u8; 256];
-    let n = s
-        .read(&mut head)
-        .expect("an answer before the test's patience runs out");
+    let head = tokio::time::timeout(PATIENCE, Reader::new(s).head())
+        .await
+        .expect("an answer before the test's patience runs out")
+        .expect("an answer");
     let waited = sent.elapsed();
-    let head = String::from_utf8_lossy(&head[..n]);
-    assert!(head.starts_with("HTTP/1.1 408"), "{head:?}");
+    assert!(head.status_line.starts_with("HTTP/1.1 408"), "{head:?}");
     assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
     println!("408 after {waited:?}");
 }

@@ -7,83 +7,17 @@
 
 mod common;
 
-use common::{spawn, Options, Server, PATIENCE};
-use std::collections::BTreeMap;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+use common::{
+    raw::{self, find, RawStream},
+    spawn, Options,
 };
+use std::collections::BTreeMap;
+use tokio::{io::AsyncWriteExt, net::TcpStream};
 
-const STREAM: &[u8] = b"GET /api/events HTTP/1.1\r\nHost: test\r\n\r\n";
-
-async fn connect(server: &Server) -> TcpStream {
-    TcpStream::connect(server.base.trim_start_matches("http://"))
-        .await
-        .expect("connect")
-}
-
-/// Reads until `done` holds for everything read so far (bounded by [`PATIENCE`]).
-async fn read_until(s: &mut TcpStream, got: &mut Vec<u8>, done: impl Fn(&[u8]) -> bool) {
-    let mut buf = [0u8; 8192];
-    while !done(got) {
-        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
-            .await
-            .expect("bytes within the time limit")
-            .expect("read");
-        assert!(
-            n > 0,
-            "closed early; got {:?}",
-            String::from_utf8_lossy(got)
-        );
-        got.extend_from_slice(&buf[..n]);
-    }
-}
-
-fn contains(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
-
-/// Splits an answer into its lower-cased headers and its body.
-fn split(answer: &[u8]) -> (String, BTreeMap<String, String>, Vec<u8>) {
-    let end = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a whole head");
-    let head = String::from_utf8_lossy(&answer[..end]).to_string();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().expect("status line").to_string();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, headers, answer[end + 4..].to_vec())
-}
-
-/// Whether `got` holds a whole answer with a `content-length`.
-fn whole_answer(got: &[u8]) -> bool {
-    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return false;
-    };
-    let (_, headers, _) = split(got);
-    let len: usize = headers["content-length"].parse().expect("length");
-    got.len() >= end + 4 + len
-}
-
-/// The payload of a chunked body (as far as it has arrived).
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(at) = body.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(std::str::from_utf8(&body[..at]).expect("size"), 16)
-            .expect("hex size");
-        let data = &body[at + 2..];
-        if size == 0 || data.len() < size + 2 {
-            break;
-        }
-        out.extend_from_slice(&data[..size]);
-        assert_eq!(&data[size..size + 2], b"\r\n", "chunk end");
-        body = &data[size + 2..];
-    }
-    out
+/// The status line and the headers in a map.
+fn head(stream: &RawStream) -> (String, BTreeMap<String, String>) {
+    let headers = stream.head.headers.iter().cloned().collect();
+    (stream.head.status_line.clone(), headers)
 }
 
 fn expected_writer() -> &'static str {
@@ -98,30 +32,31 @@ async fn both_writers_send_the_same_headers_and_events() {
     let server = spawn(Options::new());
 
     // A fresh connection whose first request is the stream.
-    let mut direct = connect(&server).await;
-    direct.write_all(STREAM).await.expect("request");
-    let mut first = Vec::new();
-    read_until(&mut direct, &mut first, |g| contains(g, "event: ready")).await;
+    let mut first = RawStream::open(&server.addr(), "/api/events", &[]).await;
+    first.until_event("ready").await;
 
     // A connection that asked for something else first, then for the stream.
-    let mut reused = connect(&server).await;
+    let mut metrics = RawStream::open(&server.addr(), "/metrics", &[]).await;
+    metrics.body().await;
+    let mut reused = metrics.reader;
     reused
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .rd
+        .write_all(raw::get("/api/events", &[]).as_bytes())
         .await
         .expect("request");
-    let mut metrics = Vec::new();
-    read_until(&mut reused, &mut metrics, whole_answer).await;
-    reused.write_all(STREAM).await.expect("request");
-    let mut second = Vec::new();
-    read_until(&mut reused, &mut second, |g| contains(g, "event: ready")).await;
+    let mut second = RawStream::answer(reused).await.expect("the stream's head");
+    second.until_event("ready").await;
 
     let id = server.publish("chat", "same bytes for both").await;
     let frame = format!("id: {id}\nevent: chat\n");
-    read_until(&mut direct, &mut first, |g| contains(g, &frame)).await;
-    read_until(&mut reused, &mut second, |g| contains(g, &frame)).await;
+    for stream in [&mut first, &mut second] {
+        stream
+            .until(|got| find(got, frame.as_bytes()).is_some())
+            .await;
+    }
 
-    let (status1, mut h1, body1) = split(&first);
-    let (status2, mut h2, body2) = split(&second);
+    let (status1, mut h1) = head(&first);
+    let (status2, mut h2) = head(&second);
     assert_eq!(status1, "HTTP/1.1 200 OK");
     assert_eq!(status2, "HTTP/1.1 200 OK");
     assert_eq!(h1["transfer-encoding"], "chunked");
@@ -136,8 +71,8 @@ async fn both_writers_send_the_same_headers_and_events() {
     assert_eq!(h1["x-accel-buffering"], "no");
 
     // The same event, byte for byte, after the same kind of opening.
-    let event = |body: &[u8]| {
-        let text = String::from_utf8(dechunk(body)).expect("UTF-8");
+    let event = |stream: &RawStream| {
+        let text = String::from_utf8(stream.received().to_vec()).expect("UTF-8");
         let at = text.find(&frame).expect("the event");
         let end = text[at..].find("\n\n").expect("event end") + at + 2;
         (
@@ -145,8 +80,8 @@ async fn both_writers_send_the_same_headers_and_events() {
             text[at..end].to_string(),
         )
     };
-    assert_eq!(event(&body1), event(&body2));
-    assert!(event(&body1).0, "ready came first");
+    assert_eq!(event(&first), event(&second));
+    assert!(event(&first).0, "ready came first");
 
     let writer = expected_writer();
     let direct_count = server
@@ -165,23 +100,20 @@ async fn both_writers_send_the_same_headers_and_events() {
 #[tokio::test]
 async fn an_http_1_0_stream_ends_with_its_connection() {
     let server = spawn(Options::new());
-    let mut s = connect(&server).await;
-    s.write_all(b"GET /api/events HTTP/1.0\r\n\r\n")
-        .await
-        .expect("request");
-    let mut got = Vec::new();
-    read_until(&mut s, &mut got, |g| contains(g, "event: ready")).await;
+    let tcp = TcpStream::connect(server.addr()).await.expect("connect");
+    let mut s = RawStream::send(tcp, b"GET /api/events HTTP/1.0\r\n\r\n").await;
+    s.until_event("ready").await;
     let id = server.publish("chat", "for an old client").await;
     let frame = format!("id: {id}\nevent: chat\n");
-    read_until(&mut s, &mut got, |g| contains(g, &frame)).await;
-    let (status, headers, body) = split(&got);
+    s.until(|got| find(got, frame.as_bytes()).is_some()).await;
+    let (status, headers) = head(&s);
     // As hyper answers an HTTP/1.0 request.
     assert_eq!(status, "HTTP/1.0 200 OK");
     assert!(
         !headers.contains_key("transfer-encoding"),
         "HTTP/1.0 has no chunked encoding: {headers:?}"
     );
-    let body = String::from_utf8(body).expect("UTF-8");
+    let body = String::from_utf8(s.received().to_vec()).expect("UTF-8");
     assert!(body.starts_with("retry: "), "raw frames: {body:?}");
     assert!(body.contains("data: {"), "{body:?}");
 }
@@ -189,17 +121,13 @@ async fn an_http_1_0_stream_ends_with_its_connection() {
 #[tokio::test]
 async fn refusals_on_a_fresh_connection_are_whole_answers() {
     let server = spawn(Options::new());
-    let mut s = connect(&server).await;
-    s.write_all(b"GET /api/events?topic=nope HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .expect("request");
-    let mut got = Vec::new();
-    read_until(&mut s, &mut got, whole_answer).await;
-    let (status, headers, body) = split(&got);
+    let mut s = RawStream::open(&server.addr(), "/api/events?topic=nope", &[]).await;
+    let (status, headers) = head(&s);
+    let body = s.body().await;
     assert_eq!(status, "HTTP/1.1 400 Bad Request");
     assert_eq!(headers["content-length"], body.len().to_string());
     assert_eq!(headers["content-type"], "application/json");
-    let error: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let error: serde_json::Value = serde_json::from_slice(body).expect("JSON");
     assert!(
         error["error"]
             .as_str()
@@ -207,8 +135,6 @@ async fn refusals_on_a_fresh_connection_are_whole_answers() {
         "{error}"
     );
     // Nothing else changed: a good stream still opens.
-    let mut ok = connect(&server).await;
-    ok.write_all(STREAM).await.expect("request");
-    let mut got = Vec::new();
-    read_until(&mut ok, &mut got, |g| contains(g, "event: ready")).await;
+    let mut ok = RawStream::open(&server.addr(), "/api/events", &[]).await;
+    ok.until_event("ready").await;
 }

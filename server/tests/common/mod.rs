@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a different part of this
 
 pub mod ancm;
+pub mod raw;
 
 use eventsource_stream::{Event, Eventsource};
 use futures::{Stream, StreamExt};
@@ -24,6 +25,7 @@ pub struct Server {
     /// The pairing token the server was started with, sent on every request of the helpers.
     pub token: Option<String>,
     _site: Option<TempDir>,
+    _data: Option<TempDir>,
 }
 
 /// A folder removed when the test ends.
@@ -117,12 +119,19 @@ pub fn spawn(opts: Options) -> Server {
             (Some(t), p)
         }
     };
+    // A data folder of its own, unless the test shares one between servers: the default,
+    // beside the test build of the server, would be shared by every test running at once.
+    let data =
+        (!opts.env.iter().any(|(k, _)| k == "EVENTS_DATA_DIR")).then(|| TempDir::new("data"));
     let mut cmd = command();
     cmd.env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
         .env("LEPTOS_SITE_ROOT", &site_path)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    if let Some(data) = &data {
+        cmd.env("EVENTS_DATA_DIR", &data.0);
+    }
     for (k, v) in &opts.env {
         cmd.env(k, v);
     }
@@ -171,6 +180,7 @@ pub fn spawn(opts: Options) -> Server {
         logs,
         token,
         _site: site,
+        _data: data,
     }
 }
 
@@ -186,6 +196,12 @@ impl Server {
             Some(t) => req.header("MS-ASPNETCORE-TOKEN", t),
             None => req,
         }
+    }
+
+    /// `host:port`, for a raw connection.
+    pub fn addr(&self) -> String {
+        let origin = self.origin();
+        origin[origin.find("://").map_or(0, |i| i + 3)..].to_string()
     }
 
     /// `scheme://host:port` without the path base.
@@ -219,18 +235,18 @@ impl Server {
         .await
     }
 
-    /// The stream's raw bytes, for what an SSE parser hides (`retry:`, padding, framing).
-    pub async fn raw_stream(&self, path: &str) -> RawStream {
-        let res = self
-            .request(reqwest::Method::GET, path)
-            .send()
-            .await
-            .expect("stream request");
-        assert_eq!(res.status(), 200, "stream");
-        RawStream {
-            body: Box::pin(res.bytes_stream()),
-            received: Vec::new(),
-        }
+    /// The stream on a raw connection (with the token, when there is one), for what an SSE
+    /// parser hides (`retry:`, padding, framing).
+    pub async fn raw_stream(&self, path: &str) -> raw::RawStream {
+        let path = self.url(path)[self.origin().len()..].to_string();
+        let token: Vec<_> = self
+            .token
+            .iter()
+            .map(|t| ("MS-ASPNETCORE-TOKEN", t.as_str()))
+            .collect();
+        let stream = raw::RawStream::open(&self.addr(), &path, &token).await;
+        assert_eq!(stream.head.status, 200, "stream");
+        stream
     }
 
     /// The text of `GET /metrics`.
@@ -279,32 +295,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A stream read as bytes; `received` holds everything read so far.
-pub struct RawStream {
-    body: std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    pub received: Vec<u8>,
-}
-
-impl RawStream {
-    /// Reads the next chunk (within [`PATIENCE`]) and returns it.
-    pub async fn chunk(&mut self) -> bytes::Bytes {
-        let chunk = tokio::time::timeout(PATIENCE, self.body.next())
-            .await
-            .expect("bytes within the time limit")
-            .expect("the stream is still open")
-            .expect("bytes");
-        self.received.extend_from_slice(&chunk);
-        chunk
-    }
-
-    /// Reads until `done` holds for everything received so far.
-    pub async fn until(&mut self, done: impl Fn(&[u8]) -> bool) {
-        while !done(&self.received) {
-            self.chunk().await;
-        }
     }
 }
 
