@@ -33,7 +33,12 @@ pub fn command(name: &str, root: &Path, port: u16) -> Result<Command, String> {
     let mut cmd = match name {
         "ours" | "ours-redis" => {
             let mut c = Command::new(root.join("target/release/server"));
-            c.env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
+            // A new event log for every run: a history left by an earlier scenario would be
+            // replayed into this one.
+            let data = bench.join(format!("data-{port}"));
+            let _ = std::fs::remove_dir_all(&data);
+            c.env("EVENTS_DATA_DIR", &data)
+                .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
                 .env("LEPTOS_SITE_ROOT", root.join("target/site"))
                 .env("EVENTS_TICK", "off")
                 .env("RUST_LOG", "warn")

@@ -25,7 +25,7 @@ export class Proxy {
   private readonly streams = new Set<Stream>();
   private readonly server: http.Server;
 
-  private constructor(private readonly target: URL) {
+  private constructor(private target: URL) {
     this.server = http.createServer((req, res) => this.handle(req, res));
   }
 
@@ -34,6 +34,11 @@ export class Proxy {
     await new Promise<void>((resolve) => proxy.server.listen(0, '127.0.0.1', resolve));
     proxy.url = `http://127.0.0.1:${(proxy.server.address() as AddressInfo).port}`;
     return proxy;
+  }
+
+  /** New requests go to `targetUrl` from now on (a recycle: the new process on its own port). */
+  retarget(targetUrl: string): void {
+    this.target = new URL(targetUrl);
   }
 
   /** The next `count` requests for the stream get `status` (with an HTML-ish body) instead. */

@@ -1,10 +1,11 @@
 // "Keep every viewer live", the connection: a stream that is refused (503 while IIS recycles
 // the application pool) or held (a proxy that stops passing bytes) is taken up again by the
 // page itself, without a reload, and every event is shown exactly once.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Page } from '@playwright/test';
-import { test, expect, rowIds, row, RESULTS_DIR, type Published, type Server } from './server';
+import { test, expect, rowIds, row, startServer, RESULTS_DIR, type Published, type Server } from './server';
 import { Proxy } from './proxies';
 
 // What Chromium itself logs about refused and cut streams; the page logs nothing of its own.
@@ -152,4 +153,38 @@ test.describe('a held stream', () => {
     expect(detectionMs).toBeLessThan(2_500 + 500);
     expect(reconnectMs).toBeLessThan(2_500 + 1_500);
   });
+});
+
+test('a server restart keeps the list and resets no one: the history is in the event log', async ({ page }) => {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'sse-live-e2e-restart-'));
+  const servers: Server[] = [];
+  try {
+    const first = await startServer({ dataDir });
+    servers.push(first);
+    proxy = await Proxy.start(first.url);
+    await page.goto(`${proxy.url}/`);
+    await expect(page.getByTestId('status')).toHaveText('live');
+    const published: Published[] = [];
+    await publishSome(first, published, 3, 'before');
+    await expect(row(page, published.at(-1)!.id)).toHaveCount(1);
+
+    // The recycle: the process stops (its streams end), a new one starts on its own port and
+    // the front sends new requests to it.
+    await first.stop();
+    const second = await startServer({ dataDir });
+    servers.push(second);
+    proxy.retarget(second.url);
+    await publishSome(second, published, 3, 'after');
+    await expect(page.getByTestId('status')).toHaveText('live', { timeout: 15_000 });
+    await expectExactly(page, published);
+    await expect(page.getByTestId('resets'), 'no history reset').toHaveCount(0);
+
+    // A viewer arriving after the recycle sees the history from before it.
+    await page.reload();
+    await expect(page.getByTestId('status')).toHaveText('live');
+    await expectExactly(page, published);
+  } finally {
+    for (const s of servers) await s.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 });

@@ -8,8 +8,9 @@
 
 import { test as base, expect, type Page } from '@playwright/test';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 export const END2END_DIR = path.resolve(__dirname, '..');
@@ -30,6 +31,9 @@ export interface ServerOptions {
   topics?: string;
   /** EVENTS_MAX_TEXT */
   maxText?: number;
+  /** EVENTS_DATA_DIR, for a test that restarts a server on the same history; by default
+   *  each server gets a folder of its own, removed when it stops. */
+  dataDir?: string;
   /** Any other variables. */
   env?: Record<string, string>;
 }
@@ -48,6 +52,8 @@ export class Server {
   constructor(
     readonly url: string,
     private readonly child: ChildProcess,
+    /** A data folder this server owns: removed when it stops. */
+    private readonly ownDataDir?: string,
   ) {
     const keep = (chunk: Buffer) => this.logs.push(chunk.toString());
     child.stdout?.on('data', keep);
@@ -85,13 +91,15 @@ export class Server {
 
   /** SIGTERM, then SIGKILL if it has not stopped within the timeout. */
   async stop(timeoutMs = 7000): Promise<void> {
-    if (this.hasExited) return;
-    this.child.kill('SIGTERM');
-    const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), timeoutMs));
-    if ((await Promise.race([this.exited, timer])) === 'timeout') {
-      this.child.kill('SIGKILL');
-      await this.exited;
+    if (!this.hasExited) {
+      this.child.kill('SIGTERM');
+      const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), timeoutMs));
+      if ((await Promise.race([this.exited, timer])) === 'timeout') {
+        this.child.kill('SIGKILL');
+        await this.exited;
+      }
     }
+    if (this.ownDataDir) rmSync(this.ownDataDir, { recursive: true, force: true });
   }
 
   /** Resolves when the port accepts connections; rejects if the process dies first. */
@@ -141,12 +149,15 @@ export async function startServer(options: ServerOptions = {}): Promise<Server> 
   // Another process may take the port between choosing and binding it: try a few.
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
+    // The default folder, beside the binary, would be shared by every test and every run.
+    const ownDataDir = options.dataDir ? undefined : mkdtempSync(path.join(os.tmpdir(), 'sse-live-e2e-data-'));
     const env: Record<string, string> = {
       ...(process.env as Record<string, string>),
       LEPTOS_SITE_ROOT: SITE_ROOT,
       LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
       EVENTS_TICK: options.tick ?? 'off',
       RUST_LOG: process.env.RUST_LOG ?? 'info',
+      EVENTS_DATA_DIR: options.dataDir ?? ownDataDir!,
       ...(options.pageRows !== undefined ? { EVENTS_PAGE_ROWS: String(options.pageRows) } : {}),
       ...(options.topics !== undefined ? { EVENTS_TOPICS: options.topics } : {}),
       ...(options.maxText !== undefined ? { EVENTS_MAX_TEXT: String(options.maxText) } : {}),
@@ -157,7 +168,7 @@ export async function startServer(options: ServerOptions = {}): Promise<Server> 
     delete env.HTTP_PLATFORM_PORT;
     delete env.ASPNETCORE_APPL_PATH;
     const child = spawn(SERVER_BIN, [], { env, cwd: END2END_DIR, stdio: ['ignore', 'pipe', 'pipe'] });
-    const server = new Server(`http://127.0.0.1:${port}`, child);
+    const server = new Server(`http://127.0.0.1:${port}`, child, ownDataDir);
     try {
       await server.waitReady(port);
       return server;

@@ -57,8 +57,33 @@ pub struct Args {
     #[arg(long, env = "EVENTS_TICK", default_value = "auto")]
     pub tick: String,
 
+    /// Where events are kept: "log" (a SQLite file in EVENTS_DATA_DIR: survives restarts and
+    /// IIS recycles, shared by every process pointed at the folder), "memory" (this process
+    /// only; a restart starts a new history) or "redis" (EVENTS_REDIS_URL, for a farm).
+    /// "auto": redis when EVENTS_REDIS_URL is set, else log.
+    #[arg(long, env = "EVENTS_STORE", default_value = "auto")]
+    pub store: String,
+
+    /// Folder of the event log (created when missing); relative to the executable's folder.
+    /// The app pool's identity needs Modify rights on it, as on logs\. Processes pointed at
+    /// the same folder share one history; give each site its own.
+    #[arg(long, env = "EVENTS_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Events older than this are removed from the log, e.g. "7d" ("off": kept until
+    /// EVENTS_HISTORY newer ones push them out).
+    #[arg(long, env = "EVENTS_HISTORY_AGE", default_value = "off")]
+    pub history_age: String,
+
+    /// How the log commits: "normal" (the event is in the operating system's hands before
+    /// the publisher's 201: it survives the process being killed or recycled; a power cut may
+    /// lose the last moments) or "full" (flushed to the disk first: it survives a power cut,
+    /// and costs a disk flush per batch of publishes).
+    #[arg(long, env = "EVENTS_LOG_SYNC", default_value = "normal")]
+    pub log_sync: String,
+
     /// Redis to share events with other instances through a stream, e.g.
-    /// redis://127.0.0.1:6379/ (unset: this process alone holds the events).
+    /// redis://127.0.0.1:6379/ (with EVENTS_STORE=auto, setting it selects Redis).
     #[arg(long, env = "EVENTS_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
@@ -220,8 +245,8 @@ pub struct Config {
     pub site: SiteSettings,
     /// The hub: topics, history, text limit, subscriber buffer (events-core's own settings).
     pub hub: HubSettings,
-    /// Where events are kept and shared: this process, or a Redis stream.
-    pub store: StoreSettings,
+    /// Where events are kept and shared: the log file, this process's memory, or Redis.
+    pub store: Store,
     /// The event stream.
     pub stream: StreamSettings,
     /// Publishing: the API, the page's form and the demo tick.
@@ -258,10 +283,28 @@ pub struct SiteSettings {
 }
 
 #[derive(Clone, Debug)]
-pub struct StoreSettings {
-    /// The Redis to share events through; `None`: the in-process hub alone.
-    pub redis_url: Option<String>,
-    pub redis_key: String,
+pub enum Store {
+    /// The durable log (`bus/log`), the default.
+    Log {
+        dir: PathBuf,
+        max_age: Option<Duration>,
+        durability: crate::bus::log::file::Durability,
+    },
+    /// This process's hub alone (`EVENTS_STORE=memory`).
+    Memory,
+    /// A Redis stream shared by several instances.
+    Redis { url: String, key: String },
+}
+
+impl Store {
+    /// Its name in the log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Store::Log { .. } => "log",
+            Store::Memory => "memory",
+            Store::Redis { .. } => "redis",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -325,10 +368,11 @@ impl Config {
             &args.addr,
         )
         .map_err(ConfigError)?;
-        let redis_url = args.redis_url.filter(|u| !u.trim().is_empty());
+        let redis_url = args.redis_url.clone().filter(|u| !u.trim().is_empty());
+        let store = store(&args, redis_url)?;
         let tick = match args.tick.trim() {
             "off" | "0" | "" => None,
-            "auto" if redis_url.is_some() => None,
+            "auto" if matches!(store, Store::Redis { .. }) => None,
             "auto" => Some(Duration::from_secs(1)),
             // Down to 1 ms: `2ms` is the 500 events/s of the browser's load test.
             s => Some(duration("EVENTS_TICK", s, Duration::from_millis(1))?),
@@ -405,8 +449,17 @@ impl Config {
         if tick.is_some() && !topics.iter().any(|t| t == "tick") {
             return err("EVENTS_TOPICS: must include 'tick' while EVENTS_TICK is on");
         }
-        if args.redis_key.trim().is_empty() {
-            return err("EVENTS_REDIS_KEY: must not be empty");
+        let site_root = site_root(&args.site_root)?;
+        if let Store::Log { dir, .. } = &store {
+            let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            if absolute(dir).starts_with(absolute(&site_root)) {
+                return err(format!(
+                    "EVENTS_DATA_DIR: '{}' is inside the site folder '{}', whose every file is \
+                     served; put the data folder beside it instead",
+                    dir.display(),
+                    site_root.display()
+                ));
+            }
         }
         Ok(Config {
             iis: IisSettings {
@@ -416,7 +469,7 @@ impl Config {
                 path_base: path_base(&args.path_base)?,
             },
             site: SiteSettings {
-                root: site_root(&args.site_root)?,
+                root: site_root,
                 pkg_dir: args.pkg_dir,
                 output_name: args.output_name,
                 instance: instance(args.instance.as_deref()),
@@ -430,10 +483,7 @@ impl Config {
                 max_text: args.max_text,
                 subscriber_buffer: args.subscriber_buffer,
             },
-            store: StoreSettings {
-                redis_url,
-                redis_key: args.redis_key.trim().to_string(),
-            },
+            store,
             stream: StreamSettings {
                 heartbeat,
                 retry,
@@ -462,6 +512,59 @@ impl Config {
             log: args.log,
         })
     }
+}
+
+fn store(args: &Args, redis_url: Option<String>) -> Result<Store, ConfigError> {
+    let redis = |url: String| {
+        let key = args.redis_key.trim();
+        if key.is_empty() {
+            return err("EVENTS_REDIS_KEY: must not be empty");
+        }
+        Ok(Store::Redis {
+            url,
+            key: key.to_string(),
+        })
+    };
+    match (args.store.trim(), redis_url) {
+        ("auto" | "redis", Some(url)) => redis(url),
+        ("redis", None) => err("EVENTS_STORE: redis needs EVENTS_REDIS_URL"),
+        ("memory", _) => Ok(Store::Memory),
+        ("auto" | "log", _) => {
+            let max_age = match args.history_age.trim() {
+                "off" | "" => None,
+                s => Some(duration("EVENTS_HISTORY_AGE", s, Duration::from_secs(1))?),
+            };
+            let durability = match args.log_sync.trim() {
+                "normal" => crate::bus::log::file::Durability::Process,
+                "full" => crate::bus::log::file::Durability::PowerLoss,
+                other => {
+                    return err(format!(
+                        "EVENTS_LOG_SYNC: '{other}' is not one of normal, full"
+                    ))
+                }
+            };
+            Ok(Store::Log {
+                dir: beside_exe(&args.data_dir),
+                max_age,
+                durability,
+            })
+        }
+        (other, _) => err(format!(
+            "EVENTS_STORE: '{other}' is not one of auto, log, memory, redis"
+        )),
+    }
+}
+
+/// A relative path is taken from the executable's folder, not the working directory: IIS
+/// starts the server in a folder of its choosing, and the data belongs to the site.
+fn beside_exe(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(path)))
+        .unwrap_or_else(|| path.to_path_buf())
 }
 
 fn on_off(name: &str, value: &str) -> Result<bool, ConfigError> {
@@ -797,13 +900,17 @@ mod tests {
     fn redis_turns_the_automatic_tick_off() {
         let c = Config::from_args(args(&[])).expect("valid");
         assert_eq!(c.publish.tick, Some(Duration::from_secs(1)));
-        assert_eq!(c.store.redis_url, None);
+        assert_eq!(c.store.name(), "log");
         let c = Config::from_args(args(&["--redis-url", "redis://127.0.0.1:1/"])).expect("valid");
         assert_eq!(
             c.publish.tick, None,
             "each instance would tick into the shared stream"
         );
-        assert_eq!(c.store.redis_key, "sse-live:events");
+        assert!(
+            matches!(&c.store, Store::Redis { key, .. } if key == "sse-live:events"),
+            "{:?}",
+            c.store
+        );
         let c =
             Config::from_args(args(&["--redis-url", "redis://x/", "--tick", "2s"])).expect("valid");
         assert_eq!(
@@ -811,7 +918,73 @@ mod tests {
             Some(Duration::from_secs(2)),
             "asked for explicitly"
         );
-        assert!(Config::from_args(args(&["--redis-key", " "])).is_err());
+        assert!(
+            Config::from_args(args(&["--redis-url", "redis://x/", "--redis-key", " "])).is_err()
+        );
+    }
+
+    #[test]
+    fn the_log_is_the_default_store_beside_the_executable() {
+        let c = Config::from_args(args(&[])).expect("valid");
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+            .expect("exe dir");
+        match &c.store {
+            Store::Log {
+                dir,
+                max_age,
+                durability,
+            } => {
+                assert_eq!(dir, &exe_dir.join("data"));
+                assert_eq!(*max_age, None);
+                assert_eq!(*durability, crate::bus::log::file::Durability::Process);
+            }
+            other => panic!("{other:?}"),
+        }
+        let c =
+            Config::from_args(args(&["--history-age", "7d", "--log-sync", "full"])).expect("valid");
+        assert!(matches!(
+            c.store,
+            Store::Log {
+                max_age: Some(d),
+                durability: crate::bus::log::file::Durability::PowerLoss,
+                ..
+            } if d == Duration::from_secs(7 * 86400)
+        ));
+        let memory = Config::from_args(args(&["--store", "memory"])).expect("valid");
+        assert_eq!(memory.store.name(), "memory");
+        for (flags, setting) in [
+            (&["--store", "disk"][..], "EVENTS_STORE:"),
+            (&["--store", "redis"][..], "EVENTS_STORE:"),
+            (&["--log-sync", "always"][..], "EVENTS_LOG_SYNC:"),
+            (&["--history-age", "soon"][..], "EVENTS_HISTORY_AGE:"),
+        ] {
+            let e = Config::from_args(args(flags)).expect_err("refused");
+            assert!(e.0.starts_with(setting), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_data_folder_may_not_be_inside_the_served_site_folder() {
+        let site = std::env::temp_dir().join(format!("sse-live-cfg-site-{}", std::process::id()));
+        std::fs::create_dir_all(site.join("pkg")).expect("site");
+        let site_arg = site.to_string_lossy().to_string();
+        let inside = site.join("data").to_string_lossy().to_string();
+        let e = Config::from_args(args(&["--site-root", &site_arg, "--data-dir", &inside]))
+            .expect_err("refused");
+        assert!(
+            e.0.starts_with("EVENTS_DATA_DIR:") && e.0.contains("served"),
+            "{e}"
+        );
+        let beside = site
+            .with_file_name("sse-live-cfg-data")
+            .to_string_lossy()
+            .to_string();
+        assert!(
+            Config::from_args(args(&["--site-root", &site_arg, "--data-dir", &beside])).is_ok()
+        );
+        let _ = std::fs::remove_dir_all(&site);
     }
 
     #[test]

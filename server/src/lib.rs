@@ -11,8 +11,9 @@
 //!   request, path base);
 //! - `stream`: `GET /api/events`, its handler, what it hands a writer (`stream::plan`) and the
 //!   two writers; `publish`: the API and the page's form; `page`: the page's data;
-//! - [`bus`]: where published events go and subscriptions come from (this process's hub from
-//!   `events-core`, or a Redis stream shared by several instances);
+//! - [`bus`]: where published events go and subscriptions come from: the durable event log
+//!   (`bus/log`: a SQLite file shared by the processes of one machine, the default), this
+//!   process's hub from `events-core` alone, or a Redis stream shared by several machines;
 //! - around them: `limits`, `cors`, `security`, `error`, `metrics`, `ticker` (the demo
 //!   source), `shutdown` (signals and the module's request as one token), [`telemetry`].
 //!
@@ -44,7 +45,7 @@ mod ticker;
 use events_core::{hub, wire};
 
 use bus::Bus;
-use config::Config;
+use config::{Config, Store};
 use hub::Hub;
 use leptos::config::LeptosOptions;
 use state::AppState;
@@ -63,7 +64,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
-    let (hub, bus) = start_bus(&config, &shutdown)?;
+    let (hub, bus) = start_bus(&config, &shutdown).await?;
     let state = app_state(&config, hub, bus.clone(), &shutdown);
     say_what_runs(&config);
     if let Some(every) = config.publish.tick {
@@ -87,7 +88,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         path_base = %config.iis.path_base,
         site_root = %config.site.root.display(),
         instance = %config.site.instance,
-        events = if config.store.redis_url.is_some() { "redis" } else { "in-process" },
+        events = config.store.name(),
         max_streams = config.stream.max_streams,
         "listening on http://{}{}/",
         bound,
@@ -101,25 +102,51 @@ pub async fn serve(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-/// This process's hub, and the bus events are published on: the hub itself, or a Redis
-/// stream that feeds it.
-fn start_bus(config: &Config, shutdown: &CancellationToken) -> Result<(Arc<Hub>, Bus), String> {
-    let Some(url) = &config.store.redis_url else {
-        let hub = Arc::new(Hub::new(config.hub.clone()));
-        return Ok((hub.clone(), Bus::Local(hub)));
-    };
-    // Every id comes from the stream (they are far above 0).
-    let hub = Arc::new(Hub::starting_at(config.hub.clone(), 0));
-    let redis = bus::redis::RedisBus::start(
-        hub.clone(),
-        bus::redis::Settings {
-            url: url.clone(),
-            key: config.store.redis_key.clone(),
-            history: config.hub.history,
-        },
-        shutdown.clone(),
-    )?;
-    Ok((hub, Bus::Redis(redis)))
+/// This process's hub, and the bus events are published on: the event log or a Redis stream
+/// that feeds the hub, or the hub itself.
+async fn start_bus(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<(Arc<Hub>, Bus), String> {
+    match &config.store {
+        Store::Log {
+            dir,
+            max_age,
+            durability,
+        } => {
+            let (hub, log) = bus::log::LogBus::start(
+                config.hub.clone(),
+                bus::log::Settings {
+                    dir: dir.clone(),
+                    durability: *durability,
+                    max_age: *max_age,
+                    max_replay: config.stream.max_replay,
+                    tick: config.publish.tick,
+                },
+                shutdown.clone(),
+            )
+            .await?;
+            Ok((hub, Bus::Log(log)))
+        }
+        Store::Memory => {
+            let hub = Arc::new(Hub::new(config.hub.clone()));
+            Ok((hub.clone(), Bus::Local(hub)))
+        }
+        Store::Redis { url, key } => {
+            // Every id comes from the stream (they are far above 0).
+            let hub = Arc::new(Hub::starting_at(config.hub.clone(), 0));
+            let redis = bus::redis::RedisBus::start(
+                hub.clone(),
+                bus::redis::Settings {
+                    url: url.clone(),
+                    key: key.clone(),
+                    history: config.hub.history,
+                },
+                shutdown.clone(),
+            )?;
+            Ok((hub, Bus::Redis(redis)))
+        }
+    }
 }
 
 fn app_state(

@@ -3,9 +3,10 @@
 //! bursts instead of one per interval).
 
 //!
-//! It publishes through the bus like any publisher. With Redis every instance would tick into
-//! the shared stream, so `EVENTS_TICK=auto` (the default) turns it off there; set it
-//! explicitly on one instance for a demo farm.
+//! It publishes through the bus like any publisher. Processes sharing the event log tick once
+//! between them (a lease in the log says who). With Redis every instance would tick into the
+//! shared stream, so `EVENTS_TICK=auto` (the default) turns it off there; set it explicitly on
+//! one instance for a demo farm.
 
 use crate::bus::{Bus, PublishError};
 use std::time::Duration;
@@ -29,10 +30,12 @@ pub fn spawn(bus: Bus, every: Duration, shutdown: CancellationToken) {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = interval.tick() => {
-                    n += 1;
-                    match bus.publish("tick", &format!("Hello, world #{n}")).await {
-                        Ok(_) => unavailable = false,
-                        Err(e @ PublishError::Unavailable(_)) => {
+                    match bus.tick(&format!("Hello, world #{}", n + 1)).await {
+                        Ok(stored) => {
+                            n += u64::from(stored.is_some());
+                            unavailable = false;
+                        }
+                        Err(e @ PublishError::Unavailable { .. }) => {
                             if !unavailable {
                                 tracing::warn!(error = %e, "the tick source cannot publish; it keeps trying");
                             }

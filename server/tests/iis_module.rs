@@ -446,10 +446,13 @@ async fn a_recycle_with_200_open_streams_ends_them_all_and_exits_in_time() {
     .await;
 }
 
+/// With `EVENTS_STORE=memory` each process has its own history: what the durable log (the
+/// default, tests/iis_log.rs) is for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_overlapped_recycle_resumes_on_the_new_process_with_a_reset() {
+async fn an_overlapped_recycle_with_the_memory_store_resumes_with_a_reset() {
     bounded(async {
         let folder = quiet("overlap");
+        folder.set_env("EVENTS_STORE", "memory");
         let mut old = Module::start(&folder, Handler::site_root()).await;
         let mut s = old.stream("/api/events", None).await;
         assert_eq!(next_any(&mut s).await.event, "ready");

@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 fn start_with(env: &[(&str, &str)]) -> (i32, String) {
     let site = TempDir::new("startup");
+    let data = TempDir::new("startup-data");
     let mut cmd = command();
     cmd.env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
         .env("LEPTOS_SITE_ROOT", &site.0)
+        .env("EVENTS_DATA_DIR", &data.0)
         .env("EVENTS_TICK", "off");
     for (k, v) in env {
         cmd.env(k, v);

@@ -503,4 +503,58 @@ async fn the_published_exe_runs_as_the_module_starts_it() {
         "ANSI codes in the log"
     );
     drop(server);
+
+    // The history is in data\events.db beside the exe: a new process (a recycle) resumes a
+    // client exactly where it stopped, with no reset.
+    assert!(
+        app.join("data").join("events.db").is_file(),
+        "no data\\events.db"
+    );
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = start(&wine, &prefix, &app, port);
+    wait_listening(&mut server, port);
+    let res = client()
+        .get(format!("{base}/api/events"))
+        .header("MS-ASPNETCORE-TOKEN", TOKEN)
+        .header("Last-Event-ID", &first.id)
+        .send()
+        .await
+        .expect("stream request");
+    assert_eq!(res.status(), 200);
+    let mut stream = Box::pin(
+        res.bytes_stream()
+            .eventsource()
+            .map(|e| e.expect("a well-formed event")),
+    );
+    let mut replayed = Vec::new();
+    loop {
+        let ev = next_any(&mut stream).await;
+        assert_ne!(ev.event, "reset", "a reset after the restart: {}", ev.data);
+        if ev.event == "ready" {
+            break;
+        }
+        replayed.push(ev);
+    }
+    assert_eq!(
+        replayed.first().map(|e| &e.id),
+        Some(&second.id),
+        "resumed right after the last id seen"
+    );
+    let ids: Vec<u64> = replayed.iter().map(|e| e.id.parse().expect("id")).collect();
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "nothing lost: {ids:?}"
+    );
+    assert!(
+        replayed
+            .iter()
+            .any(|e| e.id == id.to_string() && text_of(e) == "from wine"),
+        "the published event survived the restart"
+    );
+    eprintln!(
+        "restarted under Wine: {} events replayed from data\\events.db, no reset",
+        replayed.len()
+    );
+    drop(server);
 }

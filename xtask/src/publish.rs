@@ -1,4 +1,5 @@
-//! `cargo xtask publish`: the folder to copy to an IIS site (server.exe, site/, web.config, logs/).
+//! `cargo xtask publish`: the folder to copy to an IIS site (server.exe, site/, web.config, logs/,
+//! data/).
 
 use std::path::{Path, PathBuf};
 
@@ -113,6 +114,9 @@ pub fn publish_with(ctx: &Ctx, args: &PublishArgs, client: Client) -> Res<PathBu
     copy_dir(&site, &out.join("site"))?;
     copy_file(&web_config, &out.join("web.config"))?;
     mkdir(&out.join("logs"))?;
+    // The event log's folder, empty: made here so that the app pool's identity can be given
+    // Modify on it (as on logs/) without any right on the site folder itself.
+    mkdir(&out.join("data"))?;
 
     let mut files = Vec::new();
     list_files(&out, &out, &mut files)?;

@@ -1,9 +1,12 @@
 //! Where events go when they are published and where subscriptions come from: the event bus.
 //!
-//! Two implementations behind one small interface ([`Bus`]):
+//! Three implementations behind one small interface ([`Bus`]):
 //!
-//! - [`local`] (the default): this process's [`Hub`] numbers, keeps and broadcasts every event,
-//!   exactly as a single server always has.
+//! - [`log`] (the default): a SQLite file in the data folder is the durable, ordered log of
+//!   every process on the machine that shares the folder; each process's reader follows it
+//!   into the local hub. The history survives restarts and IIS recycles.
+//! - [`local`] (`EVENTS_STORE=memory`): this process's [`Hub`] numbers, keeps and broadcasts
+//!   every event in memory only; a restart starts a new history.
 //! - [`redis`] (`EVENTS_REDIS_URL`): a Redis stream is the shared, ordered log of every instance.
 //!   Publishing appends to it (`XADD`) and does not touch the local hub; one reader task per
 //!   process follows the stream (`XREAD BLOCK`) and inserts each entry into the local hub under
@@ -15,6 +18,7 @@
 //! not know which bus it is on.
 
 pub mod local;
+pub mod log;
 pub mod redis;
 pub mod stream_id;
 
@@ -25,6 +29,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub enum Bus {
     Local(Arc<Hub>),
+    Log(Arc<log::LogBus>),
     Redis(Arc<redis::RedisBus>),
 }
 
@@ -33,15 +38,15 @@ pub enum Bus {
 pub enum PublishError {
     /// The sender's mistake: unknown topic, empty or too long text (400).
     Invalid(hub::PublishError),
-    /// The shared event store cannot be reached right now (503); the text says why.
-    Unavailable(String),
+    /// The event store cannot take events right now (503): which store, and why.
+    Unavailable { store: &'static str, why: String },
 }
 
 impl PublishError {
     pub fn status(&self) -> u16 {
         match self {
             PublishError::Invalid(_) => 400,
-            PublishError::Unavailable(_) => 503,
+            PublishError::Unavailable { .. } => 503,
         }
     }
 }
@@ -50,7 +55,9 @@ impl std::fmt::Display for PublishError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PublishError::Invalid(e) => write!(f, "{e}"),
-            PublishError::Unavailable(why) => write!(f, "event store (Redis) unavailable: {why}"),
+            PublishError::Unavailable { store, why } => {
+                write!(f, "event store ({store}) unavailable: {why}")
+            }
         }
     }
 }
@@ -68,15 +75,26 @@ impl Bus {
     pub async fn publish(&self, topic: &str, text: &str) -> Result<LiveEvent, PublishError> {
         match self {
             Bus::Local(hub) => local::publish(hub, topic, text),
+            Bus::Log(bus) => bus.publish(topic, text).await,
             Bus::Redis(bus) => bus.publish(topic, text).await,
         }
     }
 
-    /// What a new stream sends first (reset, replay) and its live feed. With Redis, a position
-    /// older than the local history but still in the stream is served from Redis.
+    /// The demo tick. Processes sharing the log tick once between them (`None`: another
+    /// process ticks now).
+    pub async fn tick(&self, text: &str) -> Result<Option<LiveEvent>, PublishError> {
+        match self {
+            Bus::Log(bus) => bus.tick(text).await,
+            _ => self.publish("tick", text).await.map(Some),
+        }
+    }
+
+    /// What a new stream sends first (reset, replay) and its live feed. With the log or Redis,
+    /// a position older than the local history but still in the store is served from it.
     pub async fn subscribe(&self, resume: &Resume) -> Subscription {
         match self {
             Bus::Local(hub) => hub.subscribe(resume),
+            Bus::Log(bus) => bus.subscribe(resume).await,
             Bus::Redis(bus) => bus.subscribe(resume).await,
         }
     }

@@ -159,10 +159,10 @@ impl RedisBus {
         let id: String = call
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+            .map_err(|e| unavailable(e.to_string()))?;
         let id = StreamId::parse(&id)
             .and_then(StreamId::to_sse)
-            .ok_or_else(|| PublishError::Unavailable(format!("it answered the id '{id}'")))?;
+            .ok_or_else(|| unavailable(format!("it answered the id '{id}'")))?;
         Ok(LiveEvent {
             id,
             topic: topic.to_string(),
@@ -253,6 +253,13 @@ impl RedisBus {
                 })
                 .collect(),
         ))
+    }
+}
+
+fn unavailable(why: String) -> PublishError {
+    PublishError::Unavailable {
+        store: "Redis",
+        why,
     }
 }
 

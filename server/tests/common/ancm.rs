@@ -12,9 +12,14 @@
 //! passed to [`Module::start_with`] as [`Iis`]: `appConcurrentRequestLimit`, and dynamic
 //! compression locked on at server level.
 //!
-//! Not imitated: the job object, `processesPerApplication` above 1, HTTPS, Windows
-//! authentication, `app_offline.htm`, and the module's lazy closing of a backend connection
-//! whose client went away (here the backend connection closes as soon as the client's does).
+//! Several processes: `processesPerApplication` from web.config starts that many, each with its
+//! own port and token, and the front round-robins requests over them; an overlapped recycle
+//! ([`Module::recycle_overlapped`]) starts the new process, sends new requests to it, and only
+//! then stops the old one.
+//!
+//! Not imitated: the job object, HTTPS, Windows authentication, `app_offline.htm`, restarting
+//! a process that exited, and the module's lazy closing of a backend connection whose client
+//! went away (here the backend connection closes as soon as the client's does).
 
 use super::TempDir;
 use bytes::{Bytes, BytesMut};
@@ -80,6 +85,8 @@ pub struct WebConfig {
     pub shutdown_time_limit: Duration,
     /// An idle timeout between two reads from the backend, not a total (ANCM.md).
     pub request_timeout: Duration,
+    /// `processesPerApplication` (1 to 100, default 1).
+    pub processes_per_application: usize,
     /// `<environmentVariables>`, in document order.
     pub env: Vec<(String, String)>,
     /// `<urlCompression doDynamicCompression>`, when web.config sets it. What IIS does with it
@@ -129,6 +136,12 @@ impl WebConfig {
             startup_time_limit: seconds("startupTimeLimit", 120),
             shutdown_time_limit: seconds("shutdownTimeLimit", 10),
             request_timeout: attr("requestTimeout").map_or(Duration::from_secs(120), timespan),
+            processes_per_application: attr("processesPerApplication").map_or(1, |v| {
+                v.parse()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .unwrap_or_else(|| panic!("processesPerApplication='{v}'"))
+            }),
             env,
             do_dynamic_compression: doc
                 .descendants()
@@ -474,8 +487,31 @@ pub struct Module {
     forwarded: Arc<Mutex<Vec<Forwarded>>>,
     counts: Arc<Counts>,
     child: Child,
+    /// The processes after the first (`processesPerApplication` above 1).
+    others: Vec<Launch>,
+    /// Where the front sends each new request.
+    routes: Arc<Routes>,
     accept: JoinHandle<()>,
-    _folder: Published,
+    folder: Published,
+}
+
+/// The processes requests go to, taken in turn.
+#[derive(Default)]
+struct Routes {
+    backends: Mutex<Vec<(u16, Option<String>)>>,
+    next: AtomicUsize,
+}
+
+impl Routes {
+    fn set(&self, backends: Vec<(u16, Option<String>)>) {
+        *self.backends.lock().expect("routes") = backends;
+    }
+
+    fn pick(&self) -> (u16, Option<String>) {
+        let backends = self.backends.lock().expect("routes");
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        backends[n % backends.len()].clone()
+    }
 }
 
 impl Module {
@@ -498,12 +534,23 @@ impl Module {
                 Launch::new(folder, &config, &handler, log_file.clone(), logs.clone()).await;
             match started {
                 Ok(launch) => {
+                    let mut others = Vec::new();
+                    for _ in 1..config.processes_per_application {
+                        others
+                            .push(Launch::start(folder, &config, &handler, &log_file, &logs).await);
+                    }
+                    let routes = Arc::new(Routes::default());
+                    routes.set(
+                        std::iter::once(&launch)
+                            .chain(&others)
+                            .map(|l| (l.port, l.token.clone()))
+                            .collect(),
+                    );
                     let forwarded = Arc::new(Mutex::new(Vec::new()));
                     let counts = Arc::new(Counts::default());
                     let front = Front {
                         handler: handler.clone(),
-                        port: launch.port,
-                        token: launch.token.clone(),
+                        routes: routes.clone(),
                         request_timeout: config.request_timeout,
                         iis: iis.clone(),
                         client: backend_client(),
@@ -525,8 +572,10 @@ impl Module {
                         forwarded,
                         counts,
                         child: launch.child,
+                        others,
+                        routes,
                         accept,
-                        _folder: folder.clone(),
+                        folder: folder.clone(),
                     };
                 }
                 Err(why) => failures.push(why),
@@ -608,9 +657,8 @@ impl Module {
     /// process is ended.
     pub async fn stop(&mut self) -> Stopped {
         self.accept.abort();
-        let started = Instant::now();
-        let limit = self.config.shutdown_time_limit;
         if self.handler == Handler::HttpPlatformHandler {
+            let started = Instant::now();
             let _ = self.child.kill().await;
             return Stopped {
                 shutdown_status: None,
@@ -620,37 +668,101 @@ impl Module {
                 exit: self.child.try_wait().ok().flatten(),
             };
         }
-        let path = format!("{}/iisintegration", self.base());
-        let token = self.token.clone().unwrap_or_default();
-        let shutdown_status =
-            tokio::time::timeout(limit, shutdown_request(self.port, &path, &token))
-                .await
-                .ok()
-                .flatten();
-        let mut signalled = false;
-        if shutdown_status != Some(202) {
-            signalled = true;
-            if let Some(pid) = self.child.id() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status();
-            }
+        let (limit, path) = self.shutdown_contract();
+        for mut other in std::mem::take(&mut self.others) {
+            shut_down(
+                limit,
+                &path,
+                &mut other.child,
+                other.port,
+                other.token.as_deref(),
+            )
+            .await;
         }
-        let remaining = limit.saturating_sub(started.elapsed());
-        let (exit, killed) = match tokio::time::timeout(remaining, self.child.wait()).await {
-            Ok(status) => (status.ok(), false),
-            Err(_) => {
-                let _ = self.child.kill().await;
-                (self.child.try_wait().ok().flatten(), true)
-            }
-        };
-        Stopped {
-            shutdown_status,
-            exited_after: started.elapsed(),
-            signalled,
-            killed,
-            exit,
+        let token = self.token.clone();
+        shut_down(limit, &path, &mut self.child, self.port, token.as_deref()).await
+    }
+
+    /// `shutdownTimeLimit` and the path of the shutdown request.
+    fn shutdown_contract(&self) -> (Duration, String) {
+        (
+            self.config.shutdown_time_limit,
+            format!("{}/iisintegration", self.base()),
+        )
+    }
+
+    /// The ports of every process requests go to.
+    pub fn ports(&self) -> Vec<u16> {
+        std::iter::once(self.port)
+            .chain(self.others.iter().map(|l| l.port))
+            .collect()
+    }
+
+    /// An overlapped recycle (ANCM.md: "During an overlapped recycle the old and the new
+    /// process run side by side for a moment, each with its own port and token"): the new
+    /// process is started and ready, new requests go to it, and only then is the old one
+    /// stopped as [`Module::stop`] stops it. Open streams stay on the old process until it
+    /// ends them. Returns how the old one stopped.
+    pub async fn recycle_overlapped(&mut self) -> Stopped {
+        assert!(self.others.is_empty(), "one process at a time here");
+        let config = self.folder.web_config();
+        let new = Launch::start(
+            &self.folder,
+            &config,
+            &self.handler,
+            &self.log_file,
+            &self.logs,
+        )
+        .await;
+        self.routes.set(vec![(new.port, new.token.clone())]);
+        let mut old = std::mem::replace(&mut self.child, new.child);
+        let old_port = std::mem::replace(&mut self.port, new.port);
+        let old_token = std::mem::replace(&mut self.token, new.token);
+        self.ready_after = new.ready_after;
+        let (limit, path) = self.shutdown_contract();
+        shut_down(limit, &path, &mut old, old_port, old_token.as_deref()).await
+    }
+}
+
+/// The module's stop of one process (see [`Module::stop`]).
+async fn shut_down(
+    limit: Duration,
+    path: &str,
+    child: &mut Child,
+    port: u16,
+    token: Option<&str>,
+) -> Stopped {
+    let started = Instant::now();
+    let shutdown_status = tokio::time::timeout(
+        limit,
+        shutdown_request(port, path, token.unwrap_or_default()),
+    )
+    .await
+    .ok()
+    .flatten();
+    let mut signalled = false;
+    if shutdown_status != Some(202) {
+        signalled = true;
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
         }
+    }
+    let remaining = limit.saturating_sub(started.elapsed());
+    let (exit, killed) = match tokio::time::timeout(remaining, child.wait()).await {
+        Ok(status) => (status.ok(), false),
+        Err(_) => {
+            let _ = child.kill().await;
+            (child.try_wait().ok().flatten(), true)
+        }
+    };
+    Stopped {
+        shutdown_status,
+        exited_after: started.elapsed(),
+        signalled,
+        killed,
+        exit,
     }
 }
 
@@ -689,6 +801,24 @@ struct Launch {
 }
 
 impl Launch {
+    /// A process of several (or the new one of a recycle): both start attempts, or a panic.
+    async fn start(
+        folder: &Published,
+        config: &WebConfig,
+        handler: &Handler,
+        log_file: &Option<PathBuf>,
+        logs: &Arc<Mutex<Vec<String>>>,
+    ) -> Launch {
+        let mut failures = Vec::new();
+        for _ in 1..=2 {
+            match Launch::new(folder, config, handler, log_file.clone(), logs.clone()).await {
+                Ok(launch) => return launch,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("HTTP Error 502.5 - ANCM Out-Of-Process Startup Failure: {failures:?}");
+    }
+
     async fn new(
         folder: &Published,
         config: &WebConfig,
@@ -936,8 +1066,7 @@ fn backend_client() -> Client<HttpConnector, Incoming> {
 #[derive(Clone)]
 struct Front {
     handler: Handler,
-    port: u16,
-    token: Option<String>,
+    routes: Arc<Routes>,
     request_timeout: Duration,
     iis: Iis,
     client: Client<HttpConnector, Incoming>,
@@ -1060,8 +1189,9 @@ impl Front {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
+        let (port, token) = self.routes.pick();
         // ANCM.md: "The backend sees the full path **with** the application prefix".
-        parts.uri = format!("http://127.0.0.1:{}{path}", self.port)
+        parts.uri = format!("http://127.0.0.1:{port}{path}")
             .parse()
             .expect("backend uri");
         parts.version = hyper::Version::HTTP_11;
@@ -1077,7 +1207,7 @@ impl Front {
         for name in ours {
             headers.remove(name);
         }
-        if let Some(token) = &self.token {
+        if let Some(token) = &token {
             headers.insert(
                 "ms-aspnetcore-token",
                 HeaderValue::from_str(token).expect("token"),

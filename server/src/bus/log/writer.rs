@@ -1,0 +1,300 @@
+//! The one thread per process that writes the log: it takes publishes in batches (whatever
+//! queued while the last commit ran, up to [`BATCH`]) and commits each batch in one
+//! transaction, so many publishers cost one commit, not one each. SQLite lets one process
+//! write at a time; the others wait inside the busy timeout, so a publish on another
+//! process only waits, it never fails for it.
+//!
+//! A thread of its own and not `spawn_blocking` per publish: the connection is not shared
+//! between threads, batching needs one queue, and a commit's wait for the disk then never
+//! holds one of the runtime's threads.
+
+use super::{
+    file::{self, Durability},
+    wake::{self, Waker},
+};
+use events_core::{event::LiveEvent, hub::now_ms};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use std::{path::PathBuf, sync::Arc, time::Duration};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// Most publishes in one transaction.
+const BATCH: usize = 256;
+/// Most events removed by one trim: retention never holds the write lock for long.
+const TRIM_CHUNK: usize = 1000;
+
+pub enum Job {
+    /// Store an event; the answer is the event with its id. A `tick` is stored only while
+    /// this process holds the tick's lease (`None` when another process ticks).
+    Publish(Pending),
+    /// Renew this process's row in `peers`, and trim.
+    Heartbeat,
+    /// The process is stopping: others need not wake it any more.
+    Leave,
+}
+
+pub struct Pending {
+    pub topic: String,
+    pub text: String,
+    pub sent_ms: u64,
+    pub tick: bool,
+    pub reply: oneshot::Sender<Result<Option<LiveEvent>, String>>,
+}
+
+pub struct Settings {
+    pub path: PathBuf,
+    pub durability: Durability,
+    /// Events kept (`EVENTS_HISTORY`).
+    pub history: usize,
+    /// Events older than this are removed (`EVENTS_HISTORY_AGE`).
+    pub max_age: Option<Duration>,
+    /// A process that stops ticking for this long lets another take the tick over.
+    pub tick_lease: Duration,
+}
+
+pub struct Writer {
+    conn: Connection,
+    settings: Settings,
+    /// This process's wake port (its row in `peers`).
+    port: u16,
+    /// Who holds the tick's lease: random per process.
+    tick_owner: i64,
+    waker: Waker,
+    /// Wakes this process's own reader.
+    local: Arc<Notify>,
+    /// The last trim removed a full chunk: more is due at once.
+    behind: bool,
+    /// Since when writes fail, for one log line per outage.
+    failing: bool,
+}
+
+impl Writer {
+    pub fn new(
+        conn: Connection,
+        settings: Settings,
+        port: u16,
+        local: Arc<Notify>,
+    ) -> rusqlite::Result<Writer> {
+        wake::register(&conn, port, now_ms())?;
+        Ok(Writer {
+            conn,
+            settings,
+            port,
+            tick_owner: (fastrand::u64(..) >> 1) as i64 | 1,
+            waker: Waker::bind(),
+            local,
+            behind: false,
+            failing: false,
+        })
+    }
+
+    /// Runs on its own thread until every sender is gone.
+    pub fn spawn(self, jobs: mpsc::Receiver<Job>) -> std::io::Result<()> {
+        std::thread::Builder::new()
+            .name("event-log-writer".into())
+            .spawn(move || self.run(jobs))
+            .map(|_| ())
+    }
+
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        while let Some(job) = jobs.blocking_recv() {
+            let mut maintenance = false;
+            let mut leave = false;
+            let mut next = Some(job);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Publish(pending) => batch.push(pending),
+                    Job::Heartbeat => maintenance = true,
+                    Job::Leave => leave = true,
+                }
+                if batch.len() < BATCH {
+                    next = jobs.try_recv().ok();
+                }
+            }
+            let stored = !batch.is_empty();
+            if stored {
+                self.publish(&mut batch);
+            }
+            if maintenance {
+                if let Err(e) = wake::register(&self.conn, self.port, now_ms()) {
+                    tracing::debug!(error = %e, "cannot renew this process's row in the event log");
+                }
+            }
+            if stored || maintenance || self.behind {
+                self.trim();
+            }
+            if leave {
+                let _ = wake::unregister(&self.conn, self.port);
+            }
+        }
+    }
+
+    fn publish(&mut self, batch: &mut Vec<Pending>) {
+        let result = self.commit(batch);
+        match result {
+            Ok((stored, peers)) => {
+                if self.failing {
+                    self.failing = false;
+                    tracing::info!(path = %self.settings.path.display(), "the event log takes events again");
+                }
+                let any = stored.iter().any(Option::is_some);
+                for (pending, event) in batch.drain(..).zip(stored) {
+                    let _ = pending.reply.send(Ok(event));
+                }
+                if any {
+                    self.local.notify_one();
+                    self.waker.wake(&peers);
+                }
+            }
+            Err(e) => {
+                let why = why(&e);
+                if !self.failing {
+                    self.failing = true;
+                    tracing::warn!(
+                        path = %self.settings.path.display(),
+                        error = %e,
+                        "the event log cannot store events: {why}; publishing answers 503, open streams stay up"
+                    );
+                }
+                for pending in batch.drain(..) {
+                    let _ = pending.reply.send(Err(why.clone()));
+                }
+            }
+        }
+    }
+
+    /// One transaction: the events get consecutive ids after the stored head; the other
+    /// processes to wake are read under the same lock.
+    fn commit(
+        &mut self,
+        batch: &[Pending],
+    ) -> rusqlite::Result<(Vec<Option<LiveEvent>>, Vec<u16>)> {
+        let now = now_ms();
+        let lease = self.settings.tick_lease;
+        let owner = self.tick_owner;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut head = file::head(&tx)?;
+        let mut stored = Vec::with_capacity(batch.len());
+        let mut ticks: Option<bool> = None;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (id, topic, text, sent_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for Pending {
+                topic,
+                text,
+                sent_ms,
+                tick,
+                ..
+            } in batch
+            {
+                if *tick {
+                    let holds = match ticks {
+                        Some(holds) => holds,
+                        None => *ticks.insert(take_tick(&tx, owner, now, lease)?),
+                    };
+                    if !holds {
+                        stored.push(None);
+                        continue;
+                    }
+                }
+                head += 1;
+                insert.execute(params![head as i64, topic, text, *sent_ms as i64])?;
+                stored.push(Some(LiveEvent {
+                    id: head,
+                    topic: topic.clone(),
+                    text: text.clone(),
+                    sent_ms: *sent_ms,
+                }));
+            }
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'head'",
+            [head as i64],
+        )?;
+        let peers = wake::others(&tx, self.port, now)?;
+        tx.commit()?;
+        Ok((stored, peers))
+    }
+
+    /// Removes the oldest events past the count or the age, one bounded chunk at a time: the
+    /// file holds what the hub's ring holds, so a position older than `EVENTS_HISTORY` gets
+    /// the same `reset` from either store. When nothing is due this is two lookups at the
+    /// ends of the id index.
+    fn trim(&mut self) {
+        let trim = || -> rusqlite::Result<usize> {
+            let oldest: Option<(i64, i64)> = self
+                .conn
+                .query_row(
+                    "SELECT id, sent_ms FROM events ORDER BY id LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((oldest, oldest_ms)) = oldest else {
+                return Ok(0);
+            };
+            let head = file::head(&self.conn)? as i64;
+            let past_count = head - self.settings.history as i64;
+            let past_age = self
+                .settings
+                .max_age
+                .map_or(0, |age| now_ms().saturating_sub(age.as_millis() as u64))
+                as i64;
+            if oldest > past_count && oldest_ms >= past_age {
+                return Ok(0);
+            }
+            self.conn.execute(
+                "DELETE FROM events WHERE id <= ?1 AND (id <= ?2 OR sent_ms < ?3)",
+                params![oldest + TRIM_CHUNK as i64 - 1, past_count, past_age],
+            )
+        };
+        match trim() {
+            Ok(n) => self.behind = n == TRIM_CHUNK,
+            Err(e) => {
+                self.behind = false;
+                tracing::debug!(error = %e, "cannot trim the event log now; trying again later");
+            }
+        }
+    }
+}
+
+/// Whether this process may tick now; takes or renews the lease when it may.
+fn take_tick(
+    tx: &rusqlite::Transaction<'_>,
+    owner: i64,
+    now: u64,
+    lease: Duration,
+) -> rusqlite::Result<bool> {
+    let value = |key: &str| -> rusqlite::Result<i64> {
+        tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+    };
+    let (holder, until) = (value("tick_owner")?, value("tick_until")?);
+    if holder != owner && until > now as i64 {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE meta SET value = CASE key WHEN 'tick_owner' THEN ?1 ELSE ?2 END \
+         WHERE key IN ('tick_owner', 'tick_until')",
+        params![owner, (now + lease.as_millis() as u64) as i64],
+    )?;
+    Ok(true)
+}
+
+/// Why a commit failed, as the publisher's 503 says it.
+fn why(e: &rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => "the disk holding the event log is full".into(),
+        Some(ErrorCode::ReadOnly) => {
+            "the event log is read-only (the data folder's rights, or a read-only disk)".into()
+        }
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => format!(
+            "another process held the event log for over {:?}",
+            file::BUSY_TIMEOUT
+        ),
+        Some(ErrorCode::SystemIoFailure) => format!("the disk failed a write ({e})"),
+        _ => e.to_string(),
+    }
+}
