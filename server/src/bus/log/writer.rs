@@ -28,7 +28,7 @@ pub enum Job {
     Publish(Pending),
     /// Renew this process's row in `peers`, and trim.
     Heartbeat,
-    /// The process is stopping: others need not wake it any more.
+    /// The process is stopping: others need not wake it any more, and may tick.
     Leave,
 }
 
@@ -125,6 +125,12 @@ impl Writer {
             }
             if leave {
                 let _ = wake::unregister(&self.conn, self.port);
+                // A process that stops hands the tick over at once, not after its lease.
+                let _ = self.conn.execute(
+                    "UPDATE meta SET value = 0 WHERE key = 'tick_until' \
+                     AND (SELECT value FROM meta WHERE key = 'tick_owner') = ?1",
+                    [self.tick_owner],
+                );
             }
         }
     }
@@ -296,5 +302,108 @@ fn why(e: &rusqlite::Error) -> String {
         ),
         Some(ErrorCode::SystemIoFailure) => format!("the disk failed a write ({e})"),
         _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!(
+            "sse-live-writer-{tag}-{}-{}",
+            std::process::id(),
+            now_ms()
+        ));
+        std::fs::create_dir_all(&d).expect("temp dir");
+        Dir(d)
+    }
+
+    fn writer(dir: &Dir, port: u16, history: usize) -> Writer {
+        let path = dir.0.join(file::FILE_NAME);
+        let conn = file::open(&path, Durability::Process).expect("open");
+        Writer::new(
+            conn,
+            Settings {
+                path,
+                durability: Durability::Process,
+                history,
+                max_age: None,
+                tick_lease: Duration::from_secs(60),
+            },
+            port,
+            Arc::new(Notify::new()),
+        )
+        .expect("writer")
+    }
+
+    fn pending(topic: &str, tick: bool) -> Pending {
+        Pending {
+            topic: topic.into(),
+            text: "x".into(),
+            sent_ms: now_ms(),
+            tick,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn one_process_ticks_at_a_time_and_hands_the_tick_over_when_it_leaves() {
+        let d = dir("tick");
+        let mut a = writer(&d, 1, 100);
+        let mut b = writer(&d, 2, 100);
+        let (stored, peers) = a.commit(&[pending("tick", true)]).expect("commit");
+        assert!(stored[0].is_some(), "the first to tick takes the lease");
+        assert_eq!(peers, vec![2], "the other process is woken");
+        let (stored, _) = b
+            .commit(&[pending("tick", true), pending("chat", false)])
+            .expect("commit");
+        assert!(
+            stored[0].is_none(),
+            "the lease is held by the other process"
+        );
+        assert!(stored[1].is_some(), "a publish is stored whoever ticks");
+        // `a` stops: its lease is handed over at once.
+        let (jobs, queue) = mpsc::channel(1);
+        jobs.try_send(Job::Leave).expect("queue");
+        drop(jobs);
+        a.run(queue);
+        let (stored, peers) = b.commit(&[pending("tick", true)]).expect("commit");
+        assert!(stored[0].is_some(), "taken over after the holder left");
+        assert!(
+            peers.is_empty(),
+            "the process that left is not woken any more"
+        );
+    }
+
+    #[test]
+    fn ids_follow_each_other_and_the_file_keeps_the_newest_history() {
+        let d = dir("trim");
+        let mut w = writer(&d, 3, 10);
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            let batch: Vec<Pending> = (0..7).map(|_| pending("chat", false)).collect();
+            let (stored, _) = w.commit(&batch).expect("commit");
+            ids.extend(stored.into_iter().map(|e| e.expect("stored").id));
+            w.trim();
+        }
+        assert!(ids.windows(2).all(|p| p[1] == p[0] + 1), "{ids:?}");
+        let kept: Vec<u64> = file::after(&w.conn, 0, 100)
+            .expect("read")
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(
+            kept,
+            ids[ids.len() - 10..],
+            "the newest EVENTS_HISTORY events"
+        );
     }
 }
