@@ -14,6 +14,7 @@ mod report;
 mod scenario;
 mod servers;
 mod sse;
+mod stores;
 mod suite;
 mod worker;
 
@@ -56,6 +57,14 @@ enum Cmd {
         /// The command line to quote in the report.
         #[arg(long, default_value = "bench suite")]
         command: String,
+    },
+    /// Only the event stores' figures (issue #15), printed as BENCHMARKS.md's section.
+    Stores {
+        #[arg(long)]
+        root: PathBuf,
+        /// Fewer events, shorter windows, a 20,000-event history instead of 100,000.
+        #[arg(long)]
+        quick: bool,
     },
     /// One scenario against servers that are already running.
     Run {
@@ -114,6 +123,11 @@ fn main() -> ExitCode {
             svg,
             command,
         })),
+        Cmd::Stores { root, quick } => block_on(async {
+            let figures = stores::run(&root, quick).await?;
+            print!("{}", stores::markdown(&figures, quick));
+            Ok(())
+        }),
         Cmd::Run {
             servers,
             subscribers,

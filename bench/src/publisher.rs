@@ -82,9 +82,10 @@ pub async fn publish(plan: Plan) -> Outcome {
         .unwrap_or_default()
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+pub type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-async fn send(sender: &mut Option<Sender>, plan: &Plan, seq: u64) -> Result<(), String> {
+/// One marked publish on `sender`'s connection (made first when there is none).
+pub async fn send(sender: &mut Option<Sender>, plan: &Plan, seq: u64) -> Result<(), String> {
     if sender.as_ref().is_none_or(|s| s.is_closed()) {
         let stream = TcpStream::connect(plan.target)
             .await

@@ -23,6 +23,9 @@ pub struct Results {
     pub meta: Meta,
     pub scenarios: Vec<Scenario>,
     pub outcomes: Vec<Outcome>,
+    /// The event stores side by side (stores.rs).
+    #[serde(default)]
+    pub stores: Vec<crate::stores::StoreFigures>,
 }
 
 /// Ours against the best peer for one metric.

@@ -140,12 +140,28 @@ pub fn start(name: &str, root: &Path, scenario: &str) -> Result<Running, String>
 }
 
 /// Starts one process listening on `port` and waits until it accepts connections.
-fn start_one(
+pub fn start_one(
+    cmd: Command,
+    name: &str,
+    root: &Path,
+    port: u16,
+    scenario: &str,
+) -> Result<(Child, SocketAddr), String> {
+    let started = start_polling(cmd, name, root, port, scenario, Duration::from_millis(50))?;
+    // Let the runtime finish starting before the baseline memory is read.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(started)
+}
+
+/// Starts one process and returns as soon as `port` accepts, polling every `poll` (a measured
+/// start polls often).
+pub fn start_polling(
     mut cmd: Command,
     name: &str,
     root: &Path,
     port: u16,
     scenario: &str,
+    poll: Duration,
 ) -> Result<(Child, SocketAddr), String> {
     let log = log_path(root, name, scenario);
     if let Some(dir) = log.parent() {
@@ -167,8 +183,6 @@ fn start_one(
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
             && matches!(child.try_wait(), Ok(None))
         {
-            // Let the runtime finish starting before the baseline memory is read.
-            std::thread::sleep(Duration::from_millis(300));
             return Ok((child, addr));
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -181,7 +195,7 @@ fn start_one(
             stop_child(&mut child);
             return Err(format!("{name} did not listen on {addr} within 30 s"));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(poll);
     }
 }
 

@@ -98,10 +98,17 @@ pub async fn run(args: Args) -> Result<(), String> {
             outcomes.push(outcome);
         }
     }
+    // The stores' figures (issue #15) are our server's alone.
+    let stores = if args.servers.iter().any(|s| s == "ours") {
+        crate::stores::run(&args.root, args.quick).await?
+    } else {
+        Vec::new()
+    };
     let results = Results {
         meta: meta(&args),
         scenarios: list,
         outcomes,
+        stores,
     };
     println!("\n{}", report::table(&results.outcomes));
     if let Some(dir) = args.json.parent() {
@@ -121,10 +128,11 @@ pub async fn run(args: Args) -> Result<(), String> {
             link = Some(relative(svg, md.parent().unwrap_or(Path::new("."))));
         }
         let existing = std::fs::read_to_string(md).ok();
-        let text = report::splice(
-            existing.as_deref(),
-            &report::markdown(&results, link.as_deref()),
-        );
+        let mut generated = report::markdown(&results, link.as_deref());
+        if !results.stores.is_empty() {
+            generated.push_str(&crate::stores::markdown(&results.stores, args.quick));
+        }
+        let text = report::splice(existing.as_deref(), &generated);
         std::fs::write(md, text).map_err(|e| format!("{}: {e}", md.display()))?;
         println!("report: {}", md.display());
     }
@@ -138,6 +146,11 @@ pub async fn run(args: Args) -> Result<(), String> {
                     .into_iter()
                     .map(move |p| format!("{} {}: {p}", o.server, o.scenario))
             })
+            .chain(results.stores.iter().flat_map(|f| {
+                f.errors
+                    .iter()
+                    .map(move |e| format!("stores {}: {e}", f.store))
+            }))
             .collect();
         if !problems.is_empty() {
             return Err(problems.join("; "));

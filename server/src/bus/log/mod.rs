@@ -124,6 +124,7 @@ impl LogBus {
                 }),
             },
             wakes.port(),
+            hub.clone(),
             local.clone(),
         )
         .map_err(|e| {
@@ -176,9 +177,10 @@ impl LogBus {
         self.store("tick", text, true).await
     }
 
-    /// Stores the event, then waits (briefly) until this process's reader has put it in the
-    /// hub: after the publisher's 201, a stream opened on this process has the event in its
-    /// replay or its live feed, as with the in-memory store.
+    /// Stores the event; the writer puts it in this process's hub before it answers, so after
+    /// the publisher's 201 a stream opened on this process has the event in its replay or its
+    /// live feed, as with the in-memory store. When the writer left that to the reader, this
+    /// waits (briefly) for the reader.
     async fn store(
         &self,
         topic: &str,
@@ -186,7 +188,8 @@ impl LogBus {
         tick: bool,
     ) -> Result<Option<LiveEvent>, PublishError> {
         let stored = self.write(topic, text, tick).await?;
-        if let Some(event) = &stored {
+        if let Some(event) = stored.as_ref().filter(|e| self.hub.head() < e.id) {
+            self.local.notify_one();
             let mut read_up_to = self.read_up_to.clone();
             let _ =
                 tokio::time::timeout(CATCH_UP_WAIT, read_up_to.wait_for(|h| *h >= event.id)).await;
@@ -268,7 +271,7 @@ impl LogBus {
     /// A client that was on another process may hold an id this reader has not read yet:
     /// when the file has it, wait (a little) for the reader rather than answer `reset`.
     async fn catch_up_to(&self, id: u64) {
-        if id <= *self.read_up_to.borrow() {
+        if id <= *self.read_up_to.borrow() || id <= self.hub.head() {
             return;
         }
         let read = self.read.clone();
@@ -357,6 +360,8 @@ impl Reader {
     /// Everything after `last`, in batches, into the hub.
     async fn read_new(&mut self) -> Result<(), String> {
         loop {
+            // What this process's writer already put in the hub needs no reading again.
+            self.last = self.last.max(self.hub.head());
             let read = self.read.clone();
             let after = self.last;
             let events = tokio::task::spawn_blocking(move || {
@@ -367,6 +372,11 @@ impl Reader {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
             let Some(first) = events.first() else {
+                self.read_up_to.send_if_modified(|h| {
+                    let was = *h;
+                    *h = was.max(self.last);
+                    *h != was
+                });
                 return Ok(());
             };
             if first.id != self.last + 1 {

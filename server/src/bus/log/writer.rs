@@ -12,6 +12,7 @@ use super::{
     file::{self, Durability},
     wake::{self, Waker},
 };
+use crate::hub::{Hub, InsertError};
 use events_core::{event::LiveEvent, hub::now_ms};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -19,6 +20,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 /// Most publishes in one transaction.
 const BATCH: usize = 256;
+/// Most events the writer reads into the hub after a commit (more is the reader's job).
+const DELIVER_MAX: usize = 512;
 /// Most events removed by one trim: retention never holds the write lock for long.
 const TRIM_CHUNK: usize = 1000;
 
@@ -59,6 +62,8 @@ pub struct Writer {
     /// Who holds the tick's lease: random per process.
     tick_owner: i64,
     waker: Waker,
+    /// This process's hub: the writer puts its own events in it (see [`Writer::deliver`]).
+    hub: Arc<Hub>,
     /// Wakes this process's own reader.
     local: Arc<Notify>,
     /// The last trim removed a full chunk: more is due at once.
@@ -72,6 +77,7 @@ impl Writer {
         conn: Connection,
         settings: Settings,
         port: u16,
+        hub: Arc<Hub>,
         local: Arc<Notify>,
     ) -> rusqlite::Result<Writer> {
         wake::register(&conn, port, now_ms())?;
@@ -81,6 +87,7 @@ impl Writer {
             port,
             tick_owner: (fastrand::u64(..) >> 1) as i64 | 1,
             waker: Waker::bind(),
+            hub,
             local,
             behind: false,
             failing: false,
@@ -143,13 +150,15 @@ impl Writer {
                     self.failing = false;
                     tracing::info!(path = %self.settings.path.display(), "the event log takes events again");
                 }
-                let any = stored.iter().any(Option::is_some);
+                let newest = stored.iter().flatten().map(|e| e.id).max();
+                if let Some(newest) = newest {
+                    self.waker.wake(&peers);
+                    if !self.deliver(newest) {
+                        self.local.notify_one();
+                    }
+                }
                 for (pending, event) in batch.drain(..).zip(stored) {
                     let _ = pending.reply.send(Ok(event));
-                }
-                if any {
-                    self.local.notify_one();
-                    self.waker.wake(&peers);
                 }
             }
             Err(e) => {
@@ -167,6 +176,36 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Puts what was just committed (and whatever came before it that the hub lacks) into
+    /// this process's hub before the publishers get their 201, instead of leaving it to the
+    /// reader: one thread handoff less per publish, and a stream opened after the 201 has the
+    /// event. Order holds because both the writer and the reader read on from a point the hub
+    /// already holds, ids in the file have no holes, and the hub refuses an id it has passed.
+    /// Returns false when it left the work to the reader (a hole: events trimmed before this
+    /// process read them; or more than one read's worth behind).
+    fn deliver(&self, up_to: u64) -> bool {
+        let from = self.hub.head();
+        if from >= up_to {
+            return true;
+        }
+        if up_to - from > DELIVER_MAX as u64 {
+            return false;
+        }
+        let Ok(events) = file::after(&self.conn, from, DELIVER_MAX) else {
+            return false;
+        };
+        if events.first().map(|e| e.id) != Some(from + 1) {
+            return false;
+        }
+        for event in events {
+            match self.hub.insert(event) {
+                Ok(_) | Err(InsertError::Stale { .. }) => {}
+                Err(e) => tracing::warn!(error = %e, "skipping an event of the log"),
+            }
+        }
+        self.hub.head() >= up_to
     }
 
     /// One transaction: the events get consecutive ids after the stored head; the other
@@ -339,6 +378,15 @@ mod tests {
                 tick_lease: Duration::from_secs(60),
             },
             port,
+            Arc::new(Hub::starting_at(
+                crate::hub::HubSettings {
+                    topics: vec!["tick".into(), "chat".into()],
+                    history: 100,
+                    max_text: 1000,
+                    subscriber_buffer: 16,
+                },
+                0,
+            )),
             Arc::new(Notify::new()),
         )
         .expect("writer")
