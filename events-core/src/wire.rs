@@ -3,9 +3,9 @@
 //! Written here rather than with axum's `sse::Event` because each event is encoded **once**,
 //! when it is published, and the same bytes are then written to every subscriber and kept in
 //! the history for replay; axum's `Event` is built and serialised per subscriber, which costs
-//! about 1.7× the CPU per delivery at 10k subscribers (see the benchmark issue). The format
-//! itself is tiny (WHATWG HTML, "Server-sent events": fields are `name: value` lines, an event
-//! ends with a blank line, and CR, LF and CRLF all end a line).
+//! about 1.7× the CPU per delivery at 10k subscribers (measured by `cargo xtask bench`,
+//! BENCHMARKS.md). The format itself is tiny (WHATWG HTML, "Server-sent events": fields are
+//! `name: value` lines, an event ends with a blank line, and CR, LF and CRLF all end a line).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
