@@ -336,7 +336,7 @@ fn fuzz(ctx: &Ctx, steps: &mut Steps) -> Res<()> {
                         .current_dir(&fuzz_dir)
                         .env_remove("CARGO_TARGET_DIR"),
                     &format!(
-                        "a finding: the input is in fuzz/artifacts/{target}/; reproduce with `cd fuzz && cargo +nightly fuzz run --sanitizer none {target} artifacts/{target}/<file>`, fix, and add a unit test for it"
+                        "a finding (unless the output above says `failed to build fuzz script`: then the build broke, see the compiler output): the input is in fuzz/artifacts/{target}/; reproduce with `cd fuzz && cargo +nightly fuzz run --sanitizer none {target} artifacts/{target}/<file>`, fix, and add a unit test for it"
                     ),
                 )
             },
