@@ -287,7 +287,8 @@ async fn a_foreign_or_damaged_file_is_refused_at_startup_and_left_alone() {
 
     // A log of ours whose pages were overwritten (a disk fault, a bad copy).
     let damaged = TempDir::new("log-damaged");
-    let server = spawn(on(&damaged));
+    // 300 publishes at full speed: past the per-address publish rate (100/s, bursts of 200).
+    let server = spawn(on(&damaged).env("EVENTS_PUBLISH_RATE", "0"));
     for n in 0..300 {
         server
             .publish("chat", &format!("event {n} {}", "z".repeat(100)))
