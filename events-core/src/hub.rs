@@ -22,6 +22,16 @@ pub struct Frame {
     pub bytes: Bytes,
 }
 
+impl Frame {
+    /// The event with its wire encoding, made here once.
+    pub fn new(event: LiveEvent) -> Frame {
+        Frame {
+            bytes: encode_event(&event),
+            event,
+        }
+    }
+}
+
 /// Where a subscriber wants to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resume {
@@ -325,10 +335,7 @@ impl Hub {
 impl State {
     /// Encodes once, records in the history and broadcasts; `event.id` is after the head.
     fn push(&mut self, event: LiveEvent) -> Arc<Frame> {
-        let frame = Arc::new(Frame {
-            bytes: encode_event(&event),
-            event,
-        });
+        let frame = Arc::new(Frame::new(event));
         self.head = frame.event.id;
         if self.history.len() == self.capacity {
             self.history.pop_front();

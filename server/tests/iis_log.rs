@@ -159,14 +159,7 @@ async fn an_overlapped_recycle_loses_nothing_repeats_nothing_and_resets_no_one()
         }
 
         // The new process's first page shows the events from before the recycle.
-        let page = client()
-            .get(module.read().await.url("/"))
-            .send()
-            .await
-            .expect("page")
-            .text()
-            .await
-            .expect("page text");
+        let page = common::page_text(&module.read().await.url("/")).await;
         assert!(
             page.contains("before 4") && page.contains("during 59"),
             "the page lost the history"

@@ -61,14 +61,7 @@ async fn a_restarted_server_resumes_exactly_where_the_client_left_off() {
 
     let second = spawn(on(&data));
     // The page's first render shows the history from before the restart.
-    let page = client()
-        .get(second.url("/"))
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("page text");
+    let page = common::page_text(&second.url("/")).await;
     for n in 1..=5 {
         assert!(
             page.contains(&format!("before {n}")),

@@ -229,14 +229,7 @@ async fn two_instances_see_the_same_events_with_the_same_ids() {
     let b = instance(&redis, "b");
     // The page names the instance that served it, for the client to show.
     for (server, name) in [(&a, "a"), (&b, "b")] {
-        let page = common::client()
-            .get(server.url("/"))
-            .send()
-            .await
-            .expect("page")
-            .text()
-            .await
-            .expect("page text");
+        let page = common::page_text(&server.url("/")).await;
         assert!(
             page.contains(&format!(r#"<meta name="instance" content="{name}""#)),
             "{page}"

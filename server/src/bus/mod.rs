@@ -22,7 +22,7 @@ pub mod log;
 pub mod redis;
 pub mod stream_id;
 
-use crate::hub::{self, Hub, Resume, Subscription};
+use crate::hub::{self, Frame, Hub, Resume, Subscription};
 use events_core::event::LiveEvent;
 use std::sync::Arc;
 
@@ -68,6 +68,32 @@ impl From<hub::PublishError> for PublishError {
     fn from(e: hub::PublishError) -> PublishError {
         PublishError::Invalid(e)
     }
+}
+
+/// For a store that holds more than the local ring (the log, Redis): the events a resuming
+/// subscription still lacks, as `(after, end)`, when its position is older than the local
+/// history; `None` when the local hub answered it (no reset, or a position not before the
+/// head). `end` is the last event before the first one held here, or the head when nothing is.
+fn older_wanted(resume: &Resume, sub: &Subscription) -> Option<(u64, u64)> {
+    let Resume::After(id) = *resume else {
+        return None;
+    };
+    if sub.reset.is_none() || id >= sub.head {
+        return None;
+    }
+    let end = sub
+        .replay
+        .first()
+        .map_or(sub.head, |f| f.event.id.saturating_sub(1).min(sub.head));
+    Some((id, end))
+}
+
+/// The store had every event of [`older_wanted`]'s range: they go before the local replay,
+/// and the client needs no reset.
+fn with_older(sub: &mut Subscription, mut older: Vec<Arc<Frame>>) {
+    older.append(&mut sub.replay);
+    sub.replay = older;
+    sub.reset = None;
 }
 
 impl Bus {

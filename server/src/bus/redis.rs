@@ -17,8 +17,8 @@
 //! stored meanwhile is lost. If entries after that id were trimmed meanwhile, the local hub is
 //! cut ([`Hub::cut`]): its streams end, the clients reconnect and get a `reset`.
 
-use super::{stream_id::StreamId, PublishError};
-use crate::hub::{encode_event, Frame, Hub, InsertError, Resume, Subscription};
+use super::{older_wanted, stream_id::StreamId, with_older, PublishError};
+use crate::hub::{Frame, Hub, InsertError, Resume, Subscription};
 use events_core::event::LiveEvent;
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
@@ -176,24 +176,12 @@ impl RedisBus {
             self.catch_up_to(*id).await;
         }
         let mut sub = self.hub.subscribe(resume);
-        let Resume::After(id) = *resume else {
+        // Older than the local history: the stream may still have it.
+        let Some((id, end)) = older_wanted(resume, &sub) else {
             return sub;
         };
-        if sub.reset.is_none() || id >= sub.head {
-            return sub;
-        }
-        // Older than the local history (which the replay holds whole): the stream may still
-        // have it. Up to the first event held here, or up to the head when nothing is.
-        let end = sub
-            .replay
-            .first()
-            .map_or(sub.head, |f| f.event.id.saturating_sub(1).min(sub.head));
         match self.range(id, end).await {
-            Ok(Some(mut older)) => {
-                older.append(&mut sub.replay);
-                sub.replay = older;
-                sub.reset = None;
-            }
+            Ok(Some(older)) => with_older(&mut sub, older),
             Ok(None) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read older events from Redis; the client gets a reset")
@@ -245,12 +233,7 @@ impl RedisBus {
             reply.ids[1..]
                 .iter()
                 .filter_map(entry_event)
-                .map(|event| {
-                    Arc::new(Frame {
-                        bytes: encode_event(&event),
-                        event,
-                    })
-                })
+                .map(|event| Arc::new(Frame::new(event)))
                 .collect(),
         ))
     }

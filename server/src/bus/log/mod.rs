@@ -23,8 +23,8 @@ pub mod file;
 pub mod wake;
 pub mod writer;
 
-use super::PublishError;
-use crate::hub::{encode_event, Frame, Hub, HubSettings, InsertError, Resume, Subscription};
+use super::{older_wanted, with_older, PublishError};
+use crate::hub::{Frame, Hub, HubSettings, InsertError, Resume, Subscription};
 use events_core::{event::LiveEvent, hub::now_ms};
 use file::Durability;
 use rusqlite::{Connection, OpenFlags};
@@ -89,9 +89,7 @@ impl LogBus {
         )
         .and_then(|c| c.busy_timeout(file::BUSY_TIMEOUT).map(|()| c))
         .map_err(|e| format!("EVENTS_DATA_DIR: the event log '{}': {e}", path.display()))?;
-        let since = settings
-            .max_age
-            .map_or(0, |age| now_ms().saturating_sub(age.as_millis() as u64));
+        let since = oldest_kept_ms(settings.max_age);
         let (events, head) = file::newest(&mut read, hub_settings.history, since).map_err(|e| {
             format!(
                 "EVENTS_DATA_DIR: cannot read the event log '{}': {e}",
@@ -103,11 +101,7 @@ impl LogBus {
         let start = events.first().map_or(head, |e| e.id - 1);
         let hub = Arc::new(Hub::starting_at(hub_settings.clone(), start));
         let loaded = events.len();
-        for event in events {
-            if let Err(e) = hub.insert(event) {
-                tracing::warn!(error = %e, "skipping an event of the log");
-            }
-        }
+        into_hub(&hub, events);
         let wakes = wake::Wakes::bind()
             .await
             .map_err(|e| format!("cannot open the event log's wake socket on 127.0.0.1: {e}"))?;
@@ -144,7 +138,7 @@ impl LogBus {
             hub: hub.clone(),
             read: read.clone(),
             history: hub_settings.history,
-            since_ms: settings.max_age,
+            max_age: settings.max_age,
             last: head,
             read_up_to: read_tx,
             jobs: jobs.clone(),
@@ -225,45 +219,24 @@ impl LogBus {
             self.catch_up_to(id).await;
         }
         let mut sub = self.hub.subscribe(resume);
-        let Resume::After(id) = *resume else {
+        // Older than the local history: the file may still hold it.
+        let Some((id, end)) = older_wanted(resume, &sub) else {
             return sub;
         };
-        if sub.reset.is_none() || id >= sub.head {
-            return sub;
-        }
-        // Older than the local history: the file may still hold it. Up to the first event
-        // held here, or up to the head when nothing is.
-        let end = sub
-            .replay
-            .first()
-            .map_or(sub.head, |f| f.event.id.saturating_sub(1).min(sub.head));
-        let read = self.read.clone();
         let max_bytes = self.max_replay;
-        let older = tokio::task::spawn_blocking(move || {
-            let conn = read.lock().unwrap_or_else(|p| p.into_inner());
-            file::range(&conn, id, end, OLDER_LIMIT, max_bytes)
+        let older = blocking(&self.read, move |conn| {
+            file::range(conn, id, end, OLDER_LIMIT, max_bytes)
         })
         .await;
         match older {
-            Ok(Ok(Some(older))) => {
-                let mut frames: Vec<Arc<Frame>> = older
-                    .into_iter()
-                    .map(|event| {
-                        Arc::new(Frame {
-                            bytes: encode_event(&event),
-                            event,
-                        })
-                    })
-                    .collect();
-                frames.append(&mut sub.replay);
-                sub.replay = frames;
-                sub.reset = None;
-            }
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
+            Ok(Some(older)) => with_older(
+                &mut sub,
+                older.into_iter().map(|e| Arc::new(Frame::new(e))).collect(),
+            ),
+            Ok(None) => {}
+            Err(e) => {
                 tracing::debug!(error = %e, "cannot read older events from the log; the client gets a reset")
             }
-            Err(e) => tracing::debug!(error = %e, "reading older events failed"),
         }
         sub
     }
@@ -274,18 +247,45 @@ impl LogBus {
         if id <= *self.read_up_to.borrow() || id <= self.hub.head() {
             return;
         }
-        let read = self.read.clone();
-        let held = tokio::task::spawn_blocking(move || {
-            let conn = read.lock().unwrap_or_else(|p| p.into_inner());
-            file::holds(&conn, id)
-        })
-        .await;
-        if matches!(held, Ok(Ok(true))) {
+        let held = blocking(&self.read, move |conn| file::holds(conn, id)).await;
+        if matches!(held, Ok(true)) {
             self.local.notify_one();
             let mut read_up_to = self.read_up_to.clone();
             let _ = tokio::time::timeout(CATCH_UP_WAIT, read_up_to.wait_for(|h| *h >= id)).await;
         }
     }
+}
+
+/// The oldest send time kept by a log whose events expire after `max_age` (0: none expire).
+fn oldest_kept_ms(max_age: Option<Duration>) -> u64 {
+    max_age.map_or(0, |age| now_ms().saturating_sub(age.as_millis() as u64))
+}
+
+/// Events read from the log, into the hub in id order. An id the hub has passed is skipped:
+/// this process's writer and its reader both deliver, and whichever comes second finds it
+/// there already.
+fn into_hub(hub: &Hub, events: Vec<LiveEvent>) {
+    for event in events {
+        match hub.insert(event) {
+            Ok(_) | Err(InsertError::Stale { .. }) => {}
+            Err(e) => tracing::warn!(error = %e, "skipping an event of the log"),
+        }
+    }
+}
+
+/// Runs `read` on the shared read connection on a blocking thread, off the runtime's own.
+async fn blocking<T: Send + 'static>(
+    conn: &Arc<Mutex<Connection>>,
+    read: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, String> {
+    let conn = conn.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        read(&mut conn)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
 }
 
 fn unavailable(why: String) -> PublishError {
@@ -315,7 +315,7 @@ struct Reader {
     hub: Arc<Hub>,
     read: Arc<Mutex<Connection>>,
     history: usize,
-    since_ms: Option<Duration>,
+    max_age: Option<Duration>,
     /// The newest id read from the file.
     last: u64,
     read_up_to: watch::Sender<u64>,
@@ -362,15 +362,8 @@ impl Reader {
         loop {
             // What this process's writer already put in the hub needs no reading again.
             self.last = self.last.max(self.hub.head());
-            let read = self.read.clone();
             let after = self.last;
-            let events = tokio::task::spawn_blocking(move || {
-                let conn = read.lock().unwrap_or_else(|p| p.into_inner());
-                file::after(&conn, after, BATCH)
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            let events = blocking(&self.read, move |conn| file::after(conn, after, BATCH)).await?;
             let Some(first) = events.first() else {
                 self.read_up_to.send_if_modified(|h| {
                     let was = *h;
@@ -384,13 +377,8 @@ impl Reader {
                 continue;
             }
             let full = events.len() == BATCH;
-            for event in events {
-                self.last = event.id;
-                match self.hub.insert(event) {
-                    Ok(_) | Err(InsertError::Stale { .. }) => {}
-                    Err(e) => tracing::warn!(error = %e, "skipping an event of the log"),
-                }
-            }
+            self.last = events.last().map_or(self.last, |e| e.id);
+            into_hub(&self.hub, events);
             self.read_up_to.send_replace(self.last);
             if !full {
                 return Ok(());
@@ -409,21 +397,11 @@ impl Reader {
              them; ending its streams so their clients reconnect and get a reset"
         );
         self.hub.cut();
-        let read = self.read.clone();
         let history = self.history;
-        let since = self
-            .since_ms
-            .map_or(0, |age| now_ms().saturating_sub(age.as_millis() as u64));
-        let (events, head) = tokio::task::spawn_blocking(move || {
-            let mut conn = read.lock().unwrap_or_else(|p| p.into_inner());
-            file::newest(&mut conn, history, since)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        for event in events {
-            let _ = self.hub.insert(event);
-        }
+        let since = oldest_kept_ms(self.max_age);
+        let (events, head) =
+            blocking(&self.read, move |conn| file::newest(conn, history, since)).await?;
+        into_hub(&self.hub, events);
         self.last = head.max(self.last);
         self.read_up_to.send_replace(self.last);
         Ok(())

@@ -12,7 +12,7 @@ use super::{
     file::{self, Durability},
     wake::{self, Waker},
 };
-use crate::hub::{Hub, InsertError};
+use crate::hub::Hub;
 use events_core::{event::LiveEvent, hub::now_ms};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -199,12 +199,7 @@ impl Writer {
         if events.first().map(|e| e.id) != Some(from + 1) {
             return false;
         }
-        for event in events {
-            match self.hub.insert(event) {
-                Ok(_) | Err(InsertError::Stale { .. }) => {}
-                Err(e) => tracing::warn!(error = %e, "skipping an event of the log"),
-            }
-        }
+        super::into_hub(&self.hub, events);
         self.hub.head() >= up_to
     }
 
@@ -283,11 +278,7 @@ impl Writer {
             };
             let head = file::head(&self.conn)? as i64;
             let past_count = head - self.settings.history as i64;
-            let past_age = self
-                .settings
-                .max_age
-                .map_or(0, |age| now_ms().saturating_sub(age.as_millis() as u64))
-                as i64;
+            let past_age = super::oldest_kept_ms(self.settings.max_age) as i64;
             if oldest > past_count && oldest_ms >= past_age {
                 return Ok(0);
             }
