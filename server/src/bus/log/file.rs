@@ -188,10 +188,9 @@ pub fn identity() -> String {
 
 /// The newest id given (the events table may hold none of them any more).
 pub fn head(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .map(|v| v as u64)
+    conn.prepare_cached("SELECT value FROM meta WHERE key = 'head'")?
+        .query_row([], |r| r.get::<_, i64>(0))
+        .map(|v| v as u64)
 }
 
 fn event(row: &rusqlite::Row<'_>) -> rusqlite::Result<LiveEvent> {

@@ -5,7 +5,8 @@
 //!
 //! - **Publishing** hands the event to this process's [writer] thread, which stores it (one
 //!   transaction per batch) and answers with its id: a publisher's 201 means the event is in
-//!   the file. Nothing is added to the hub there.
+//!   the file. It also puts the event in this process's hub before it answers, so a stream
+//!   opened after the 201 has it.
 //! - **One reader task per process** reads what is new from the file, in id order, into the
 //!   local [`Hub`], which stays the fan-out core. It is woken by this process's writer, by
 //!   the other processes' writers ([wake]), and once per [`wake::POLL`] whatever happens.
@@ -264,7 +265,7 @@ fn oldest_kept_ms(max_age: Option<Duration>) -> u64 {
 /// Events read from the log, into the hub in id order. An id the hub has passed is skipped:
 /// this process's writer and its reader both deliver, and whichever comes second finds it
 /// there already.
-fn into_hub(hub: &Hub, events: Vec<LiveEvent>) {
+fn into_hub(hub: &Hub, events: impl IntoIterator<Item = LiveEvent>) {
     for event in events {
         match hub.insert(event) {
             Ok(_) | Err(InsertError::Stale { .. }) => {}
