@@ -3,10 +3,11 @@
 //! same folder (an overlapped recycle, `processesPerApplication` > 1, two `cargo run`s) shares
 //! one ordered log with one id per event.
 //!
-//! - **Publishing** hands the event to this process's [writer] thread, which stores it (one
-//!   transaction per batch) and answers with its id: a publisher's 201 means the event is in
-//!   the file. It also puts the event in this process's hub before it answers, so a stream
-//!   opened after the 201 has it.
+//! - **Publishing** stores the event through this process's [writer] (on the publisher's
+//!   task when the writer is free, else on its thread, one transaction per batch) and
+//!   answers with its id: a publisher's 201 means the event is in the file. The writer also
+//!   puts the event in this process's hub before the answer, so a stream opened after the
+//!   201 has it.
 //! - **One reader task per process** reads what is new from the file, in id order, into the
 //!   local [`Hub`], which stays the fan-out core. It is woken by this process's writer, by
 //!   the other processes' writers ([wake]), and once per [`wake::POLL`] whatever happens.
@@ -36,7 +37,7 @@ use std::{
 };
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
-use writer::{Job, Pending, Writer};
+use writer::{Job, Pending, Shared, Writer};
 
 /// The store's name in the 503's message.
 const STORE: &str = "event log";
@@ -63,6 +64,9 @@ pub struct Settings {
 
 pub struct LogBus {
     hub: Arc<Hub>,
+    /// Commits a publish on its own task when free.
+    writer: Shared,
+    /// The writer's thread: everything else.
     jobs: mpsc::Sender<Job>,
     /// The reader's connection, shared with resumes that read older events.
     read: Arc<Mutex<Connection>>,
@@ -129,7 +133,7 @@ impl LogBus {
             )
         })?;
         let (jobs, queue) = mpsc::channel(QUEUE);
-        writer
+        let writer = writer
             .spawn(queue)
             .map_err(|e| format!("cannot start the event log's writer thread: {e}"))?;
         tracing::info!(path = %path.display(), loaded, head, "event log open");
@@ -149,6 +153,7 @@ impl LogBus {
         tokio::spawn(reader.run(shutdown));
         let bus = Arc::new(LogBus {
             hub: hub.clone(),
+            writer,
             jobs,
             read,
             max_replay: settings.max_replay,
@@ -198,15 +203,29 @@ impl LogBus {
         text: &str,
         tick: bool,
     ) -> Result<Option<LiveEvent>, PublishError> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job::Publish(Pending {
+        let pending = Pending {
             topic: topic.to_string(),
             text: text.to_string(),
             sent_ms: now_ms(),
             tick,
-            reply,
-        });
-        if self.jobs.send(job).await.is_err() {
+        };
+        // Nothing queued for the writer's thread: commit here (see [`writer`] for why).
+        let queued = self.jobs.capacity() < self.jobs.max_capacity();
+        let pending = if queued {
+            pending
+        } else {
+            match self.writer.try_publish(pending) {
+                Ok((stored, checkpoint)) => {
+                    if checkpoint {
+                        let _ = self.jobs.try_send(Job::Checkpoint);
+                    }
+                    return stored.map_err(unavailable);
+                }
+                Err(pending) => pending,
+            }
+        };
+        let (reply, answer) = oneshot::channel();
+        if self.jobs.send(Job::Publish(pending, reply)).await.is_err() {
             return Err(unavailable("its writer has stopped".into()));
         }
         match answer.await {
