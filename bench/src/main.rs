@@ -1,4 +1,4 @@
-//! The benchmark harness of issue #9: a load generator for SSE servers, and the suite that
+//! The benchmark harness: a load generator for SSE servers, and the suite that
 //! runs our server and its peers (bench/peers/) through the same scenarios.
 //!
 //! `bench suite` runs everything (as `cargo xtask bench` does), `bench run` one scenario against
@@ -25,7 +25,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "bench", about = "SSE fan-out benchmark (issue #9)")]
+#[command(name = "bench", about = "SSE fan-out benchmark")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -58,7 +58,7 @@ enum Cmd {
         #[arg(long, default_value = "bench suite")]
         command: String,
     },
-    /// Only the event stores' figures (issue #15), printed as BENCHMARKS.md's section.
+    /// Only the event stores' figures, printed as BENCHMARKS.md's section.
     Stores {
         #[arg(long)]
         root: PathBuf,

@@ -96,7 +96,7 @@ pub fn start(name: &str, root: &Path, scenario: &str) -> Result<Running, String>
             addrs: vec![addr],
         });
     }
-    // The web-farm setting of issue #6: two instances on one Redis, each with half the
+    // The web-farm setting: two instances on one Redis, each with half the
     // subscribers; an event published to the first reaches the second through Redis.
     let redis_port = free_port()?;
     let mut redis = Command::new("redis-server");

@@ -1,4 +1,4 @@
-//! Issue #15's figures: the event stores side by side in one run, on the same workload. Our
+//! The event stores side by side in one run, on the same workload. Our
 //! server three ways: the in-memory store (one process), the event log (two processes sharing
 //! one data folder) and Redis (two instances on one Redis, as `ours-redis`).
 //!
@@ -338,7 +338,7 @@ async fn first_ready(addr: SocketAddr) -> Result<(), String> {
 pub fn markdown(figures: &[StoreFigures], quick: bool) -> String {
     let ms = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.2}"));
     let mut out = String::from(
-        "\n## Event stores (issue #15)\n\nOur server with each store, in one run: `memory` one \
+        "\n## Event stores\n\nOur server with each store, in one run: `memory` one \
          process, `log` two processes sharing one data folder, `redis` two instances on one \
          Redis. Delays are publish -> receive for events published one at a time every 20 ms, \
          to a subscriber on the process published to (same) and on the other one (cross). \
@@ -373,7 +373,7 @@ pub fn markdown(figures: &[StoreFigures], quick: bool) -> String {
     out
 }
 
-/// Issue #15's goals for the log, measured in this run.
+/// The log's goals, measured in this run.
 fn goals_table(figures: &[StoreFigures]) -> String {
     let log = figures.iter().find(|f| f.store == "log");
     let memory = figures.iter().find(|f| f.store == "memory");

@@ -33,7 +33,7 @@ fn scenario(name: &str, subscribers: usize, events: u64, rate: Option<f64>) -> S
     }
 }
 
-/// Issue #9's scenarios, or (quick) the same shapes at a size that runs in seconds.
+/// The fan-out scenarios, or (quick) the same shapes at a size that runs in seconds.
 pub fn scenarios(quick: bool) -> Vec<Scenario> {
     let idle = |n: usize, settle_ms: u64| Scenario {
         settle_ms,
@@ -98,7 +98,7 @@ pub async fn run(args: Args) -> Result<(), String> {
             outcomes.push(outcome);
         }
     }
-    // The stores' figures (issue #15) are our server's alone.
+    // The stores' figures are our server's alone.
     let stores = if args.servers.iter().any(|s| s == "ours") {
         crate::stores::run(&args.root, args.quick).await?
     } else {

@@ -39,7 +39,7 @@ pub enum Frontend {
 }
 
 /// Where to listen, and who started us. Behind either IIS module, loopback only: the module
-/// connects to 127.0.0.1 (its readiness check looks for an IPv4 listener, ANCM.md), and nothing
+/// connects to 127.0.0.1 (its readiness check looks for an IPv4 listener, docs/ANCM.md), and nothing
 /// else on the network should reach us around IIS. The module's port wins over
 /// HttpPlatformHandler's, which wins over the address given by hand.
 pub fn listen_addr(

@@ -32,9 +32,9 @@ pub fn router(state: AppState) -> Router {
             provide_context(instance.clone());
         }
     };
-    // Leptos spawns its rendering tasks on this executor (its route list set it up before
-    // the page lost its router). A second call, as in tests that build several routers, is a
-    // harmless error.
+    // Leptos spawns its rendering tasks on this executor; with no router in the app nothing
+    // else sets it up. A second call, as in tests that build several routers, is a harmless
+    // error.
     let _ = any_spawner::Executor::init_tokio();
     // One page, so no router in the app: the page is the root of the path base, anything
     // else that is not a file is 404.

@@ -1,6 +1,6 @@
-//! Abuse, one test per class: each replays an attack that used to cost the server far more
-//! than it should against the real binary, over loopback TCP, and asserts the bound that the
-//! setting named in its doc comment now keeps. Figures are printed (`--nocapture`).
+//! Abuse, one test per class: each replays an attack that could cost the server far more than
+//! it should against the real binary, over loopback TCP, and asserts the bound that the
+//! setting named in its doc comment keeps. Figures are printed (`--nocapture`).
 //!
 //! Several tests bind their client sockets to other loopback addresses (all of 127.0.0.0/8
 //! is loopback on Linux) so that the per-address caps see distinct clients.

@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: issue #9's benchmark. Installs the peers' toolchains and packages,
+//! `cargo xtask bench`: the benchmark. Installs the peers' toolchains and packages,
 //! builds what is missing, then runs `bench suite` (bench/src/suite.rs), which starts every
 //! server fresh for every scenario, prints the table and writes the JSON (and, for a full
 //! run, BENCHMARKS.md and docs/bench-delay.svg).

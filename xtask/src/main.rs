@@ -40,7 +40,7 @@ enum Command {
     Test(test::TestArgs),
     /// Build the release client and the server for a target, and lay out the IIS folder
     Publish(publish::PublishArgs),
-    /// Run issue #9's benchmark: our release server against the Go, Node and Python peers
+    /// Run the benchmark: our release server against the Go, Node and Python peers
     Bench(bench::BenchArgs),
 }
 

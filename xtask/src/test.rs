@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 use crate::util::{self, fmt_duration, fmt_kb, note, run, step, table, Ctx, Failure, Res};
 use crate::{bench, publish, tools};
 
-/// The release client's gzip budget (1 KB = 1024 bytes), the aim of issue #9. Today's client
-/// is 99.8 KB gzip (252.2 KB raw, after `wasm-opt -Oz --converge`); the README lists each step
-/// that took it there from 284.6 KB, and `twiggy` on the wasm before wasm-bindgen shows where
-/// new bytes come from.
+/// The release client's gzip budget (1 KB = 1024 bytes): what a page that must go live fast on
+/// a slow link may download. BENCHMARKS.md lists each step that brought the client under it,
+/// and `twiggy` on the wasm before wasm-bindgen shows where new bytes come from.
 pub const WASM_GZIP_BUDGET: u64 = 100 * 1024;
 /// `output-name` of the leptos project (`[[workspace.metadata.leptos]] name`).
 pub const OUTPUT_NAME: &str = "sse-live";

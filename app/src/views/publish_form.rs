@@ -78,6 +78,7 @@ pub(super) fn PublishForm(topics: Vec<String>, form_error: Option<String>) -> im
 /// published, `{"error": "..."}` with the refusal's status otherwise.
 #[cfg(feature = "hydrate")]
 async fn post(url: &str, topic: &str, text: &str) -> Result<u64, String> {
+    use crate::json;
     use wasm_bindgen::{JsCast, JsValue};
     use wasm_bindgen_futures::JsFuture;
     let failed = |e: JsValue| {
@@ -103,22 +104,13 @@ async fn post(url: &str, topic: &str, text: &str) -> Result<u64, String> {
         .map_err(failed)?
         .unchecked_into();
     let body = match response.json() {
-        Ok(promise) => JsFuture::from(promise).await.ok(),
-        Err(_) => None,
-    };
-    let field = |name: &str| {
-        body.as_ref()
-            .and_then(|b| js_sys::Reflect::get(b, &JsValue::from_str(name)).ok())
+        Ok(promise) => JsFuture::from(promise).await.unwrap_or(JsValue::UNDEFINED),
+        Err(_) => JsValue::UNDEFINED,
     };
     if response.ok() {
-        field("id")
-            .and_then(|id| id.as_f64())
-            .map(|id| id as u64)
-            .ok_or_else(|| "the server's answer has no id".into())
+        json::number(&body, "id").ok_or_else(|| "the server's answer has no id".into())
     } else {
-        Err(field("error")
-            .and_then(|e| e.as_string())
-            .unwrap_or_else(|| format!("HTTP {}", response.status())))
+        Err(json::string(&body, "error").unwrap_or_else(|| format!("HTTP {}", response.status())))
     }
 }
 

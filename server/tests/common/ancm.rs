@@ -4,7 +4,7 @@
 //! It is driven by the REAL `web.config` of the repository (or of a folder made by
 //! `cargo xtask publish`): `processPath`, `arguments`, `startupTimeLimit`, `shutdownTimeLimit`,
 //! `requestTimeout` and `<environmentVariables>` come from there. What it does with them follows
-//! what the module does, as read from its source (`/work/shared/ANCM.md`, quoted below as
+//! what the module does, as read from its source (`docs/ANCM.md`, quoted below as
 //! "ANCM.md: ..."). Linux stands in for Windows where it must: `.\server.exe` runs as
 //! `./server`, SIGTERM stands in for Ctrl-Break and SIGKILL for `TerminateProcess`.
 //!
