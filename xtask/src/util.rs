@@ -203,8 +203,8 @@ pub fn capture(cmd: &mut Command) -> Option<String> {
     Some(text)
 }
 
-pub fn file_size(path: &Path) -> Res<u64> {
-    std::fs::metadata(path).map(|m| m.len()).map_err(|e| {
+pub fn read_built(path: &Path) -> Res<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
         Failure::new(
             format!("cannot read {} ({e})", path.display()),
             "build it first (`cargo leptos build --release`)",
