@@ -414,7 +414,9 @@ fn client_size(site: &Path) -> Res<()> {
     }
 }
 
-/// What `gzip -9` makes of `bytes`, as the budget counts it.
+/// `bytes` gzip'd at the best level, as the budget counts it. flate2's Rust backend makes the
+/// wasm about 1 % larger than `gzip -9` does (93.5 KB against 92.6 KB), so the check errs on
+/// the safe side.
 fn gzip_size(bytes: &[u8]) -> u64 {
     use std::io::Write;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
