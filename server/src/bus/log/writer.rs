@@ -554,6 +554,15 @@ mod tests {
         }
     }
 
+    /// The ids the file holds, oldest first.
+    fn kept_ids(conn: &Connection) -> Vec<u64> {
+        file::after(conn, 0, 100)
+            .expect("read")
+            .iter()
+            .map(|e| e.id)
+            .collect()
+    }
+
     #[test]
     fn one_process_ticks_at_a_time_and_hands_the_tick_over_when_it_leaves() {
         let d = dir("tick");
@@ -597,11 +606,7 @@ mod tests {
         let head = file::head(&w.conn).expect("head");
         let removed = trim(&w.conn, head, 100, Some(Duration::from_secs(60))).expect("trim");
         assert_eq!(removed, 2, "the two expired events at the oldest end");
-        let kept: Vec<u64> = file::after(&w.conn, 0, 100)
-            .expect("read")
-            .iter()
-            .map(|e| e.id)
-            .collect();
+        let kept = kept_ids(&w.conn);
         assert_eq!(
             kept,
             ids[2..],
@@ -672,11 +677,7 @@ mod tests {
             w.trim();
         }
         assert!(ids.windows(2).all(|p| p[1] == p[0] + 1), "{ids:?}");
-        let kept: Vec<u64> = file::after(&w.conn, 0, 100)
-            .expect("read")
-            .iter()
-            .map(|e| e.id)
-            .collect();
+        let kept = kept_ids(&w.conn);
         assert_eq!(
             kept,
             ids[ids.len() - 10..],
