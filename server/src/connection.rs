@@ -22,6 +22,7 @@ use axum::{
 use bytes::{Bytes, BytesMut};
 use events_core::head;
 use std::{
+    future::Future,
     io,
     net::SocketAddr,
     pin::Pin,
@@ -222,10 +223,64 @@ impl AsyncWrite for Rewind {
     }
 }
 
-/// A socket whose writes must progress within the deadline.
+/// After our side of a connection is shut, how long (and how many bytes) of the client's input
+/// is read and dropped before the socket is closed.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 8 * 1024 * 1024;
+
+/// A lingering close, as Apache and nginx do it. Closing a socket with unread input makes the
+/// kernel send a reset, which can destroy the answer before the client has read it: a client
+/// still sending a body we refused (413 after the first 64 KiB of two megabytes) saw a broken
+/// pipe instead of the 413. So once our side is shut for writing (the client reads the end of
+/// the answer, then end-of-file), what it still sends is read and dropped until it closes too,
+/// `LINGER` passes or `LINGER_BYTES` have been read.
+pub struct Linger {
+    until: Pin<Box<tokio::time::Sleep>>,
+    left: usize,
+}
+
+impl Linger {
+    pub fn new() -> Linger {
+        Linger {
+            until: Box::pin(tokio::time::sleep(LINGER)),
+            left: LINGER_BYTES,
+        }
+    }
+
+    /// Ready when the client has closed, an error or a bound ended the wait. Never fails: the
+    /// answer is already written, and all that is left to do is to close.
+    pub fn poll_drain<R: AsyncRead + ?Sized>(
+        &mut self,
+        mut io: Pin<&mut R>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        let mut scratch = [0u8; 8 * 1024];
+        loop {
+            if self.until.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match io.as_mut().poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {
+                    self.left = self.left.saturating_sub(buf.filled().len());
+                    if self.left == 0 {
+                        return Poll::Ready(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A socket whose writes must progress within the deadline, and whose close lingers.
 pub struct Deadline {
     io: Pin<Box<TimeoutStream<Rewind>>>,
     peer: SocketAddr,
+    /// Set once our side is shut: hyper's `poll_shutdown` then waits on it.
+    linger: Option<Linger>,
 }
 
 impl Deadline {
@@ -235,6 +290,7 @@ impl Deadline {
         Deadline {
             io: Box::pin(io),
             peer,
+            linger: None,
         }
     }
 }
@@ -286,8 +342,18 @@ impl AsyncWrite for Deadline {
             .map_err(|e| stalled(e, peer))
     }
 
+    /// Hyper shuts the connection when it is done with it (a `connection: close` answer, an
+    /// unread body, an idle or stopping server): see `Linger` for why that lingers.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.io.as_mut().poll_shutdown(cx)
+        let this = &mut *self;
+        let linger = match &mut this.linger {
+            Some(linger) => linger,
+            None => {
+                std::task::ready!(this.io.as_mut().poll_shutdown(cx))?;
+                this.linger.insert(Linger::new())
+            }
+        };
+        linger.poll_drain(this.io.as_mut(), cx).map(Ok)
     }
 }
 

@@ -15,10 +15,6 @@ use common::{client, next_any, next_event};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-/// A request body above this goes through reqwest: the server answers 413 before reading it
-/// all, and a raw writer would race the close.
-const RAW_BODY_LIMIT: usize = 64 * 1024;
-
 /// Strings that appear only in files outside `site/`: web.config, the executable (ELF magic),
 /// the log folder, the machine's own files.
 const OUTSIDE: &[&[u8]] = &[b"aspNetCore", b"\x7fELF", b"LOG-FILE-MARKER", b"root:x:0:0"];
@@ -172,30 +168,6 @@ async fn raw(port: u16, token: &str, case: &Case) -> Answer {
         status: answer.head.status,
         body: answer.received().to_vec(),
         headers: answer.head.headers,
-    }
-}
-
-/// For a body too large to write raw.
-async fn with_client(module: &Module, case: &Case) -> Answer {
-    let mut req = client()
-        .request(
-            case.method.parse().expect("method"),
-            module.backend_url(&case.target),
-        )
-        .header("MS-ASPNETCORE-TOKEN", module.token.clone().expect("token"))
-        .body(case.body.clone());
-    if let Some(ct) = case.content_type {
-        req = req.header("content-type", ct);
-    }
-    let res = req.send().await.expect("request");
-    Answer {
-        status: res.status().as_u16(),
-        headers: res
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
-            .collect(),
-        body: res.bytes().await.expect("body").to_vec(),
     }
 }
 
@@ -458,11 +430,7 @@ async fn every_hostile_input_gets_its_answer_and_the_server_carries_on() {
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     for case in cases(first_id, first_id) {
-        let answer = if case.body.len() > RAW_BODY_LIMIT {
-            with_client(&module, &case).await
-        } else {
-            raw(module.port, &token, &case).await
-        };
+        let answer = raw(module.port, &token, &case).await;
         let mut problems = Vec::new();
         if answer.status != case.expect {
             problems.push(format!(
@@ -567,4 +535,49 @@ fn print_table(rows: &[[String; 6]]) {
     for row in rows {
         line(row);
     }
+}
+
+/// A body we refuse is answered (413) after its first few KiB, while the client is still sending
+/// the rest. Closing on unread input would reset the connection, and a client that writes its
+/// whole body before it reads (as reqwest did, rarely, when the table's 2 MiB case was sent with it) would see a broken
+/// pipe instead of the answer. The server reads and drops the rest for a moment first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_body_is_answered_while_the_client_is_still_sending_it() {
+    // Bodies above 1,624 bytes are refused: 100 bytes of text, each escaped into six, and 1 KiB.
+    let server = common::spawn(common::Options::new().env("EVENTS_MAX_TEXT", "100"));
+    let body_len = 2 * 1024 * 1024;
+    let piece = vec![b' '; 64 * 1024];
+    for round in 0..3 {
+        let mut tcp = tokio::net::TcpStream::connect(server.addr())
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n"
+        );
+        let sent = tokio::time::timeout(Duration::from_secs(20), async {
+            tcp.write_all(head.as_bytes()).await?;
+            tcp.write_all(&piece).await?;
+            tcp.write_all(&piece).await?;
+            // The answer has arrived, so the server is done with this connection: the rest of
+            // the body is sent after it has closed its side.
+            tcp.readable().await?;
+            for _ in 2..body_len / piece.len() {
+                tcp.write_all(&piece).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .expect("the body sent within 20 s");
+        if let Err(e) = sent {
+            panic!("round {round}: sending the body failed after the answer: {e}");
+        }
+        let mut answer = RawStream::answer(Reader::new(tcp))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: no answer: {e}"));
+        assert_eq!(answer.head.status, 413, "round {round}");
+        assert_ne!(answer.end().await, Ending::NotYet, "round {round}");
+    }
+    // And the server is still there.
+    let id = server.publish("chat", "after the big bodies").await;
+    assert!(id > 0);
 }

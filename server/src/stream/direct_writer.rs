@@ -16,7 +16,12 @@
 //! lives in one place, and this file only writes bytes.
 
 use super::plan::{Handoff, Plan};
-use crate::{connection::stalled_client, hub::Frame, metrics::Ended, wire};
+use crate::{
+    connection::{stalled_client, Linger},
+    hub::Frame,
+    metrics::Ended,
+    wire,
+};
 use axum::{
     body::Body,
     http::{header, Response, StatusCode},
@@ -39,10 +44,6 @@ use tokio_util::task::TaskTracker;
 const MAX_BATCH: usize = 32;
 /// The longest the last chunk may wait for room in the socket's buffer.
 const FINISH_LIMIT: Duration = Duration::from_secs(1);
-/// After our answer ends, how long (and how many bytes) of the client's input is read and
-/// dropped before the socket is closed, so the close is a FIN and not a reset.
-const CLOSE_LINGER: Duration = Duration::from_secs(1);
-const CLOSE_DRAIN_BYTES: usize = 64 * 1024;
 /// An error answer's body is read whole before it is written; none is near this.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
 
@@ -276,26 +277,15 @@ impl Out {
         self.close().await;
     }
 
-    /// A clean close: our side is shut for writing (the client reads the end of the answer,
-    /// then end-of-file), and what the client still sends is read and dropped for a moment.
-    /// Closing with unread input makes the kernel send a reset, which can destroy the answer
-    /// before the client has read it.
+    /// A clean close: our side is shut for writing, then the close lingers (`Linger` says
+    /// why).
     async fn close(mut self) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         if self.tcp.shutdown().await.is_err() {
             return;
         }
-        let drain = async {
-            let mut scratch = [0u8; 1024];
-            let mut left = CLOSE_DRAIN_BYTES;
-            while left > 0 {
-                match self.tcp.read(&mut scratch).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => left = left.saturating_sub(n),
-                }
-            }
-        };
-        let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
+        let mut linger = Linger::new();
+        poll_fn(|cx| linger.poll_drain(std::pin::Pin::new(&mut self.tcp), cx)).await;
     }
 }
 
