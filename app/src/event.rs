@@ -7,8 +7,15 @@ use serde::{Deserialize, Serialize};
 /// (`<script type="application/json" id="page-data">`); the client reads it back to hydrate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PageData {
-    /// Topics the server accepts; the client listens for exactly these event names.
+    /// Topics this viewer may read; the client listens for exactly these event names.
     pub topics: Vec<String>,
+    /// Topics this viewer may publish on: the form offers these.
+    pub publish_topics: Vec<String>,
+    /// Who the server takes the viewer to be (a Windows account, a token's name); `None`:
+    /// anonymous.
+    pub viewer: Option<String>,
+    /// Names the browser's shared stream: tabs share one only when they are the same viewer.
+    pub scope: String,
     /// The most recent events, oldest first, already in the server-rendered page.
     pub events: Vec<LiveEvent>,
     /// How many rows the live list keeps.
@@ -35,6 +42,9 @@ mod tests {
     fn page_data_cannot_close_its_script() {
         let data = PageData {
             topics: vec!["chat".into()],
+            publish_topics: vec!["chat".into()],
+            viewer: Some("</script>".into()),
+            scope: "token:</script>".into(),
             events: vec![LiveEvent {
                 id: 1,
                 topic: "chat".into(),

@@ -88,14 +88,21 @@ pub fn ready(value: &JsValue) -> Option<Ready> {
     })
 }
 
+fn strings(value: &JsValue, key: &str) -> Vec<String> {
+    list(value, key)
+        .iter()
+        .filter_map(JsValue::as_string)
+        .collect()
+}
+
 /// The page's data, as the server wrote it into `<script id="page-data">`.
 pub fn page_data(text: &str) -> Option<PageData> {
     let value = parse(text)?;
     Some(PageData {
-        topics: list(&value, "topics")
-            .iter()
-            .filter_map(JsValue::as_string)
-            .collect(),
+        topics: strings(&value, "topics"),
+        publish_topics: strings(&value, "publish_topics"),
+        viewer: string(&value, "viewer"),
+        scope: string(&value, "scope").unwrap_or_default(),
         events: list(&value, "events")
             .iter()
             .filter_map(live_event)

@@ -53,6 +53,9 @@ pub const RESET_EVENT: &str = "reset";
 /// tell a quiet stream from one that something in between is holding. It carries no `id:`, so
 /// it does not move the client's resume position; it costs 20 bytes per interval.
 pub const PING_EVENT: &str = "ping";
+/// The last event of a stream opened with a token, at the token's expiry: the client renews
+/// its token and reconnects from its last id. No `id:`, as `ping`.
+pub const EXPIRED_EVENT: &str = "expired";
 
 /// Longest topic name accepted.
 pub const MAX_TOPIC_LEN: usize = 32;
@@ -77,7 +80,7 @@ impl std::fmt::Display for TopicError {
             ),
             TopicError::Reserved => write!(
                 f,
-                "topic names 'ready', 'reset', 'ping' and 'message' are reserved"
+                "topic names 'ready', 'reset', 'ping', 'expired' and 'message' are reserved"
             ),
         }
     }
@@ -100,7 +103,15 @@ pub fn validate_topic(topic: &str) -> Result<(), TopicError> {
     {
         return Err(TopicError::BadChar(c));
     }
-    if [READY_EVENT, RESET_EVENT, PING_EVENT, "message"].contains(&topic) {
+    if [
+        READY_EVENT,
+        RESET_EVENT,
+        PING_EVENT,
+        EXPIRED_EVENT,
+        "message",
+    ]
+    .contains(&topic)
+    {
         return Err(TopicError::Reserved);
     }
     Ok(())

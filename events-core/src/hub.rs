@@ -287,17 +287,19 @@ impl Hub {
 
     /// The newest `limit` events, oldest first (for the page's first render).
     pub fn recent(&self, limit: usize) -> Vec<LiveEvent> {
-        self.recent_within(limit, usize::MAX, |_| 0)
+        self.recent_within(limit, usize::MAX, |_| true, |_| 0)
     }
 
     /// The newest events, at most `limit` of them and at most `max_bytes` of `cost` together,
     /// oldest first: the page's first render is bounded in bytes whatever the history holds (a
     /// thousand events of the longest text would be a page of tens of megabytes). `cost` says
-    /// what an event costs where it goes.
+    /// what an event costs where it goes; `keep`, which events the page may show (a private
+    /// topic's are left out of a page whose viewer may not read it).
     pub fn recent_within(
         &self,
         limit: usize,
         max_bytes: usize,
+        keep: impl Fn(&LiveEvent) -> bool,
         cost: impl Fn(&LiveEvent) -> usize,
     ) -> Vec<LiveEvent> {
         let state = self.state();
@@ -306,6 +308,7 @@ impl Hub {
             .history
             .iter()
             .rev()
+            .filter(|f| keep(&f.event))
             .take(limit)
             .take_while(|f| {
                 bytes = bytes.saturating_add(cost(&f.event));
@@ -451,13 +454,13 @@ mod tests {
         }
         let cost = |e: &LiveEvent| e.text.len();
         let two: Vec<u64> = h
-            .recent_within(10, 101, cost)
+            .recent_within(10, 101, |_| true, cost)
             .iter()
             .map(|e| e.id)
             .collect();
         assert_eq!(two, [1004, 1005], "the newest that fit, oldest first");
-        assert!(h.recent_within(10, 49, cost).is_empty());
-        assert_eq!(h.recent_within(3, usize::MAX, cost).len(), 3);
+        assert!(h.recent_within(10, 49, |_| true, cost).is_empty());
+        assert_eq!(h.recent_within(3, usize::MAX, |_| true, cost).len(), 3);
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub fn ping() -> Bytes {
 /// The bytes of [`ping`].
 pub const PING: &[u8] = b"event: ping\ndata: \n\n";
 
+/// The `expired` event (`event::EXPIRED_EVENT`), a stream's last words at its token's expiry.
+pub const EXPIRED: &[u8] =
+    b"event: expired\ndata: {\"reason\":\"the token this stream was opened with has expired\"}\n\n";
+
 /// Bytes of padding that push an event through HttpPlatformHandler's output buffer (about
 /// 8 KB, measured by an ASP.NET maintainer in aspnet/IISIntegration#7): whatever the buffer
 /// already holds, writing this much after an event fills it at least once past the event's

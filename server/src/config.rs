@@ -222,6 +222,38 @@ pub struct Args {
     #[arg(long, env = "EVENTS_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
 
+    /// Who may read and publish each topic: a TOML file of rules (README, "Who may see what");
+    /// a relative path is taken from the executable's folder. Without it every topic is open.
+    #[arg(long, env = "EVENTS_ACCESS_FILE")]
+    pub access_file: Option<PathBuf>,
+
+    /// Anonymous viewers (no Windows sign-in, no token): "on" (served, the topic rules say
+    /// what they see) or "off" (the page and the stream answer 401).
+    #[arg(long, env = "EVENTS_ANONYMOUS", default_value = "on")]
+    pub anonymous: String,
+
+    /// Believe signed tokens (JWT, HS256) made with this shared secret, at least 32 bytes.
+    #[arg(long, env = "EVENTS_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+
+    /// Believe signed tokens (JWT, RS256 or ES256) whose signer's public key is in this PEM
+    /// file; a relative path is taken from the executable's folder.
+    #[arg(long, env = "EVENTS_TOKEN_PUBLIC_KEY")]
+    pub token_public_key: Option<PathBuf>,
+
+    /// When set, a token's `iss` must be this.
+    #[arg(long, env = "EVENTS_TOKEN_ISSUER")]
+    pub token_issuer: Option<String>,
+
+    /// When set, a token's `aud` must name this.
+    #[arg(long, env = "EVENTS_TOKEN_AUDIENCE")]
+    pub token_audience: Option<String>,
+
+    /// The cookie a browser carries its token in (a browser's EventSource cannot send an
+    /// `Authorization` header, but it sends cookies).
+    #[arg(long, env = "EVENTS_TOKEN_COOKIE", default_value = "events_token")]
+    pub token_cookie: String,
+
     /// Log filter (tracing-subscriber syntax), e.g. "info" or "server=debug,info".
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
@@ -253,6 +285,8 @@ pub struct Config {
     pub publish: PublishSettings,
     /// Every connection: caps, timeouts, trusted proxies.
     pub connections: ConnectionSettings,
+    /// Who may read and publish what.
+    pub access: crate::access::Access,
     /// `GET /metrics` on.
     pub metrics: bool,
     /// The log filter.
@@ -461,11 +495,13 @@ impl Config {
                 ));
             }
         }
+        let token = args.aspnetcore_token.clone().filter(|t| !t.is_empty());
+        let access = access(&args, &topics, token.is_some())?;
         Ok(Config {
             iis: IisSettings {
                 addr,
                 frontend,
-                token: args.aspnetcore_token.filter(|t| !t.is_empty()),
+                token,
                 path_base: path_base(&args.path_base)?,
             },
             site: SiteSettings {
@@ -508,10 +544,62 @@ impl Config {
                 max_per_addr: args.max_connections_per_addr,
                 trusted_proxies,
             },
+            access,
             metrics,
             log: args.log,
         })
     }
+}
+
+fn access(
+    args: &Args,
+    topics: &[String],
+    module: bool,
+) -> Result<crate::access::Access, ConfigError> {
+    use crate::access::{token::Verifier, Access, Rules};
+    let rules = match &args.access_file {
+        Some(path) => Rules::load(&beside_exe(path), topics)
+            .map_err(|e| ConfigError(format!("EVENTS_ACCESS_FILE: {e}")))?,
+        None => Rules::open(),
+    };
+    let secret = args.token_secret.as_deref().filter(|s| !s.is_empty());
+    let verifier =
+        match (secret, &args.token_public_key) {
+            (Some(_), Some(_)) => {
+                return err("EVENTS_TOKEN_SECRET and EVENTS_TOKEN_PUBLIC_KEY: set one, not both")
+            }
+            // RFC 7518 asks for a key at least as long as the hash; a short one can be guessed.
+            (Some(secret), None) if secret.len() < 32 => return err(
+                "EVENTS_TOKEN_SECRET: at least 32 bytes, or tokens can be forged by guessing it",
+            ),
+            (Some(secret), None) => Some(Verifier::shared_secret(secret)),
+            (None, Some(path)) => Some(
+                Verifier::public_key(&beside_exe(path))
+                    .map_err(|e| ConfigError(format!("EVENTS_TOKEN_PUBLIC_KEY: {e}")))?,
+            ),
+            (None, None) => None,
+        };
+    let tokens = verifier.map(|v| {
+        v.expect_issuer(args.token_issuer.as_deref().filter(|s| !s.is_empty()))
+            .expect_audience(args.token_audience.as_deref().filter(|s| !s.is_empty()))
+    });
+    let cookie = args.token_cookie.trim();
+    if cookie.is_empty()
+        || !cookie
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return err(format!(
+            "EVENTS_TOKEN_COOKIE: '{cookie}' is not a cookie name (letters, digits, - _ .)"
+        ));
+    }
+    Ok(Access {
+        rules,
+        tokens,
+        anonymous: on_off("EVENTS_ANONYMOUS", &args.anonymous)?,
+        cookie: cookie.to_string(),
+        module,
+    })
 }
 
 fn store(args: &Args, redis_url: Option<String>) -> Result<Store, ConfigError> {

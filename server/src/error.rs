@@ -38,10 +38,19 @@ impl From<JsonRejection> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         tracing::warn!(status = self.status.as_u16(), error = %self.message, "request refused");
-        (
+        let mut response = (
             self.status,
             Json(serde_json::json!({ "error": self.message })),
         )
-            .into_response()
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110: a 401 says how to authenticate. A token (or the publish key) goes in
+            // `Authorization: Bearer`.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"sse-live\""),
+            );
+        }
+        response
     }
 }

@@ -8,7 +8,8 @@
 //! - `connection`: decides who serves a connection: a plain HTTP/1 stream request goes to
 //!   the stream's direct writer, everything else to hyper (`http`: timeouts, HTTP/2 pings);
 //! - `routes`: the router, behind the ASP.NET Core Module's contract (`iis`: token, shutdown
-//!   request, path base);
+//!   request, path base), and `access`: who is asking (a Windows sign-in, a token, nobody) and
+//!   what they may read and publish;
 //! - `stream`: `GET /api/events`, its handler, what it hands a writer (`stream::plan`) and the
 //!   two writers; `publish`: the API and the page's form; `page`: the page's data;
 //! - [`bus`]: where published events go and subscriptions come from: the durable event log
@@ -20,6 +21,7 @@
 //! One event's path: `publish` → `bus` → the hub (numbered, encoded once, kept, broadcast) →
 //! each stream's writer → the browser's `EventSource` → the tab relay → a row.
 
+mod access;
 pub mod bus;
 pub mod config;
 mod connection;

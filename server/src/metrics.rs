@@ -41,6 +41,8 @@ pub enum Ended {
     Lagging,
     /// The hub went away (never while serving).
     HubClosed,
+    /// The viewer's token expired; the client renews it and resumes.
+    Expired,
     /// The body was dropped before it ended: the client closed or reset the connection, a
     /// write failed, or the write deadline passed. Dead clients show up here.
     ClientGone,
@@ -53,6 +55,7 @@ impl Ended {
             Ended::Lagging => "lagging",
             Ended::HubClosed => "hub_closed",
             Ended::ClientGone => "client_gone",
+            Ended::Expired => "expired",
         }
     }
 }
@@ -131,6 +134,7 @@ fn describe() {
         Ended::Lagging,
         Ended::HubClosed,
         Ended::ClientGone,
+        Ended::Expired,
     ] {
         counter!(STREAMS_CLOSED, "reason" => reason.label()).absolute(0);
     }

@@ -1,7 +1,10 @@
 //! The page's data: what the server hands the app crate (through its `EventBackend`) for the
 //! page's first render. The page's publish form posts to `crate::publish::form`.
 
-use crate::state::AppState;
+use crate::{
+    access::{Action, Identity, Viewer},
+    state::AppState,
+};
 use app::{api::EventBackend, event::PageData};
 use axum::{extract::Query, http::request::Parts};
 use std::collections::HashMap;
@@ -41,13 +44,26 @@ impl EventBackend for PageBackend {
                 .ok()
                 .and_then(|Query(mut q)| q.remove(FORM_ERROR_PARAM))
         });
+        // `admit_to_page` has already answered a refused token; this is the viewer it let by.
+        let viewer = leptos::prelude::use_context::<Parts>()
+            .and_then(|parts| match parts.extensions.get::<Identity>() {
+                Some(Identity(Ok(viewer))) => Some(viewer.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(Viewer::anonymous);
+        let access = &config.access;
+        let topics = access.topics(&viewer, Action::Read, &config.hub.topics);
         PageData {
-            topics: config.hub.topics.clone(),
             events: self.state.hub.recent_within(
                 config.site.page_rows,
                 config.site.page_bytes,
+                |event| topics.contains(&event.topic),
                 page_cost,
             ),
+            publish_topics: access.topics(&viewer, Action::Publish, &config.hub.topics),
+            scope: viewer.scope(),
+            viewer: viewer.name,
+            topics,
             max_rows: config.site.page_rows,
             base: config.iis.path_base.clone(),
             form_error,

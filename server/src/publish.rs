@@ -7,8 +7,17 @@
 //!   load the page can publish through it (its same-origin check, see [`same_origin`], stops
 //!   other sites' pages, not a client that sets the headers itself). `EVENTS_PUBLISH_FORM=off`
 //!   closes it, leaving the key as the only way to publish.
+//!
+//! Either way the topic rules (`crate::access`) have the last word: a publisher the key does
+//! not vouch for needs the rules (or its token's grant) to allow it that topic.
 
-use crate::{connection::Peer, error::ApiError, page::FORM_ERROR_PARAM, state::AppState};
+use crate::{
+    access::{Action, Viewer, Who},
+    connection::Peer,
+    error::ApiError,
+    page::FORM_ERROR_PARAM,
+    state::AppState,
+};
 use axum::{
     extract::{
         rejection::{FormRejection, JsonRejection},
@@ -29,13 +38,27 @@ pub async fn api(
     State(state): State<AppState>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
+    viewer: Result<Viewer, ApiError>,
     body: Result<Json<PublishRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Published>), ApiError> {
-    if let Some(key) = &state.config.publish.key {
-        check_key(key, &headers)?;
-    }
+    let key = state.config.publish.key.as_deref();
+    // The key vouches for any topic; anyone else is who they are, and the rules decide.
+    let viewer = match key {
+        Some(key) if key_matches(key, &headers) => None,
+        _ => {
+            let viewer = viewer?;
+            state.config.access.admit(&viewer)?;
+            if let (Some(key), Who::Anonymous) = (key, &viewer.who) {
+                check_key(key, &headers)?;
+            }
+            Some(viewer)
+        }
+    };
     state.publish_limit.check(state.client_ip(peer, &headers))?;
     let Json(request) = body?;
+    if let Some(viewer) = &viewer {
+        may_publish(&state, viewer, &request.topic)?;
+    }
     let event = publish(&state, peer, &headers, &request.topic, &request.text, "api").await?;
     Ok((StatusCode::CREATED, Json(published(event))))
 }
@@ -73,15 +96,35 @@ fn published(event: LiveEvent) -> Published {
     }
 }
 
-/// `Authorization: Bearer <key>` or `X-Publish-Key: <key>`, compared in constant time.
-fn check_key(key: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+/// The rules' answer for this viewer and topic. A topic this server does not have is left to
+/// the bus, whose refusal names the topics it has.
+fn may_publish(state: &AppState, viewer: &Viewer, topic: &str) -> Result<(), ApiError> {
+    let access = &state.config.access;
+    let known = state.config.hub.topics.iter().any(|t| t == topic);
+    if known && !access.allows(viewer, Action::Publish, topic) {
+        return Err(access.refusal(viewer, Action::Publish, topic));
+    }
+    Ok(())
+}
+
+fn key_matches(key: &str, headers: &HeaderMap) -> bool {
+    given_key(headers)
+        .is_some_and(|given| bool::from(given.trim().as_bytes().ct_eq(key.as_bytes())))
+}
+
+fn given_key(headers: &HeaderMap) -> Option<&str> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let header = headers.get("x-publish-key").and_then(|v| v.to_str().ok());
-    match bearer.or(header) {
-        Some(given) if bool::from(given.trim().as_bytes().ct_eq(key.as_bytes())) => Ok(()),
+    bearer.or(header)
+}
+
+/// `Authorization: Bearer <key>` or `X-Publish-Key: <key>`, compared in constant time.
+fn check_key(key: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    match given_key(headers) {
+        Some(_) if key_matches(key, headers) => Ok(()),
         Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong publish key")),
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -107,16 +150,21 @@ pub async fn form(
     State(state): State<AppState>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
+    viewer: Result<Viewer, ApiError>,
     body: Result<Form<FormPost>, FormRejection>,
 ) -> Response {
     let plain_form_post = headers
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
-    let outcome = match check(&state, &headers, peer)
-        .and_then(|()| body.map_err(|e| ApiError::new(e.status(), e.body_text())))
-    {
-        Ok(Form(post)) => publish(&state, peer, &headers, &post.topic, &post.text, "form").await,
+    let outcome = match viewer
+        .and_then(|viewer| check(&state, &headers, peer, &viewer).map(|()| viewer))
+        .and_then(|viewer| {
+            let Form(post) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+            may_publish(&state, &viewer, &post.topic)?;
+            Ok(post)
+        }) {
+        Ok(post) => publish(&state, peer, &headers, &post.topic, &post.text, "form").await,
         Err(refusal) => Err(refusal),
     };
     let page = format!("{}/", state.config.iis.path_base);
@@ -136,16 +184,24 @@ pub async fn form(
     }
 }
 
-fn check(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
+fn check(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    viewer: &Viewer,
+) -> Result<(), ApiError> {
     if !state.config.publish.form {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "this server's publish form is off (EVENTS_PUBLISH_FORM=off); publish with POST /api/publish and the publish key",
         ));
     }
+    state.config.access.admit(viewer)?;
     // Against other sites' pages posting through a viewer's browser (which cannot forge these
-    // headers); not a password, which is why EVENTS_PUBLISH_FORM exists.
-    if state.config.publish.key.is_some() && !same_origin(headers) {
+    // headers), with its cookie or Windows sign-in too; not a password, which is why
+    // EVENTS_PUBLISH_FORM exists.
+    let signed_in = viewer.who != Who::Anonymous;
+    if (signed_in || state.config.publish.key.is_some()) && !same_origin(headers) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "this form takes posts from this site's own pages only",

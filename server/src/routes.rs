@@ -1,7 +1,9 @@
 //! The router: the stream and publish endpoints, the Leptos page and its form, the operator's
 //! figures and the client's static files, all under the path base.
 
-use crate::{cors, iis, metrics, page::PageBackend, publish, security, state::AppState, stream};
+use crate::{
+    access, cors, iis, metrics, page::PageBackend, publish, security, state::AppState, stream,
+};
 use app::{api::Backend, not_found, shell, Instance, PathBase};
 use axum::{
     extract::DefaultBodyLimit,
@@ -60,7 +62,13 @@ pub fn router(state: AppState) -> Router {
     }
 
     let mut timed = Router::new()
-        .route("/", get(page))
+        .route(
+            "/",
+            get(page).layer(middleware::from_fn_with_state(
+                state.clone(),
+                access::admit_to_page,
+            )),
+        )
         .route("/api/publish", publish)
         .route(
             app::api::FORM_PATH,
@@ -98,6 +106,12 @@ pub fn router(state: AppState) -> Router {
         "" => app,
         base => Router::new().nest(base, app),
     };
+    // Every request, whatever it asks for: a forwarded Windows sign-in is a handle that must
+    // be closed on each request that carries one.
+    let app = app.layer(middleware::from_fn_with_state(
+        state.clone(),
+        access::identify,
+    ));
     let contract = Arc::new(iis::Contract {
         token: state.config.iis.token.clone(),
         path_base: state.config.iis.path_base.clone(),

@@ -24,6 +24,34 @@ fn start_with(env: &[(&str, &str)]) -> (i32, String) {
 }
 
 #[test]
+fn bad_access_rules_and_token_settings_stop_the_start_with_one_line() {
+    let dir = TempDir::new("access-bad");
+    let file = dir.0.join("access.toml");
+    std::fs::write(&file, "[topic.opz]\nread = [\"everyone\"]\n").expect("write");
+    let file = file.to_str().expect("path");
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("EVENTS_ACCESS_FILE", file)], "no topic 'opz'"),
+        (
+            &[("EVENTS_ACCESS_FILE", "/no/such/access.toml")],
+            "cannot read",
+        ),
+        (&[("EVENTS_TOKEN_SECRET", "short")], "at least 32 bytes"),
+        (&[("EVENTS_TOKEN_PUBLIC_KEY", file)], "not a PEM"),
+        (&[("EVENTS_ANONYMOUS", "maybe")], "EVENTS_ANONYMOUS"),
+        (&[("EVENTS_TOKEN_COOKIE", "a;b")], "EVENTS_TOKEN_COOKIE"),
+    ];
+    for (env, needle) in cases {
+        let (code, stderr) = start_with(env);
+        assert_ne!(code, 0, "{env:?} must fail");
+        assert_eq!(stderr.trim().lines().count(), 1, "{env:?}: {stderr:?}");
+        assert!(
+            stderr.contains(needle),
+            "{env:?}: {stderr:?} should name {needle}"
+        );
+    }
+}
+
+#[test]
 fn a_bad_setting_prints_one_line_and_exits_non_zero() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (&[("ASPNETCORE_PORT", "eighty")], "ASPNETCORE_PORT"),

@@ -49,6 +49,7 @@ pub const HYPER_WRITER_TESTS: &[&str] = &[
     "stall",
     "dead_clients",
     "reconnect_storm",
+    "access",
 ];
 
 /// How long each fuzz target runs in the test.

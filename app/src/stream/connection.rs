@@ -10,9 +10,14 @@
 //! long that is in its `ready` event. A stream that is silent for [`super::watchdog_ms`] of
 //! that is held by something in between (a proxy that buffers, a half-open connection after a
 //! network change) even though the socket looks fine; it is closed and opened again.
+//!
+//! A stream opened with a token ends at the token's expiry with an `expired` event. The client
+//! then fetches the page once, with its cookies, before it reconnects: a sign-in front that
+//! renews the token cookie on requests that pass it (oauth2-proxy, an IIS sign-in module, the
+//! site's own sign-in pages) renews it there, and the reconnect resumes from the last id.
 
 use super::{backoff_ms, stream_url, watchdog_ms, Item, Status};
-use crate::event::{PING_EVENT, READY_EVENT, RESET_EVENT};
+use crate::event::{EXPIRED_EVENT, PING_EVENT, READY_EVENT, RESET_EVENT};
 use futures::{
     channel::mpsc,
     future::{select, Either},
@@ -32,7 +37,7 @@ pub(super) async fn run(
     emit: impl Fn(Item),
 ) {
     let mut names = topics;
-    names.extend([READY_EVENT, RESET_EVENT, PING_EVENT].map(String::from));
+    names.extend([READY_EVENT, RESET_EVENT, PING_EVENT, EXPIRED_EVENT].map(String::from));
     let mut attempt: u32 = 0;
     // Known from the first `ready`; it then also guards the following attempts from their start.
     let mut heartbeat_ms: Option<u64> = None;
@@ -89,6 +94,14 @@ pub(super) async fn run(
                         emit(Item::Status(Status::Live));
                     }
                     RESET_EVENT => emit(Item::Reset),
+                    EXPIRED_EVENT => {
+                        if let Some(window) = web_sys::window() {
+                            let page = window.fetch_with_str(&format!("{base}/"));
+                            let _ = wasm_bindgen_futures::JsFuture::from(page).await;
+                        }
+                        attempt = 0;
+                        break;
+                    }
                     _ => {
                         if let Some(event) = parse(&data, crate::json::live_event) {
                             emit(Item::Event {

@@ -14,7 +14,9 @@
 //! contains them.
 //!
 //! The lock and the channel are named after the path base, so two applications on one origin
-//! (`/live` and `/live-test` under one IIS site) never share a stream.
+//! (`/live` and `/live-test` under one IIS site) never share a stream, and after the viewer
+//! (the page's `scope`), so a tab signed in as someone else never receives what this viewer
+//! may read.
 //!
 //! Browsers without `navigator.locks` (older ones, and any page served over plain HTTP from a
 //! host other than localhost: Web Locks exist in secure contexts only) or without
@@ -55,12 +57,12 @@ pub(super) enum Input {
 
 /// The tab's part in the stream, until the future is dropped (the component's cleanup): the
 /// lock is released, the channel closed, the stream ended.
-pub(super) async fn run(base: String, topics: Vec<String>, sink: Sink) {
+pub(super) async fn run(base: String, scope: String, topics: Vec<String>, sink: Sink) {
     let (tx, mut rx) = mpsc::unbounded();
-    let channel = Channel::open(&format!("sse-live{base}"), tx.clone()).map(Rc::new);
+    let channel = Channel::open(&format!("sse-live{base}{scope}"), tx.clone()).map(Rc::new);
     let lock = channel
         .as_ref()
-        .and_then(|_| Lock::request(&format!("sse-live-stream{base}"), tx.clone()));
+        .and_then(|_| Lock::request(&format!("sse-live-stream{base}{scope}"), tx.clone()));
     let solo = lock.is_none();
     let watch_tx = tx.clone();
     let leave_tx = tx.clone();

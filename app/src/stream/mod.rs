@@ -175,7 +175,13 @@ pub struct Feed {
 /// the browser it also starts the tab's part in the stream (see [`leader`]): the one tab that
 /// holds the browser's stream, or a follower of it, or a stream of its own where the browser
 /// cannot share one. Everything it opened is closed when the calling component goes away.
-pub fn connect(base: String, topics: Vec<String>, capacity: usize, seed: Vec<LiveEvent>) -> Feed {
+pub fn connect(
+    base: String,
+    scope: String,
+    topics: Vec<String>,
+    capacity: usize,
+    seed: Vec<LiveEvent>,
+) -> Feed {
     let (status, set_status) = signal(Status::Connecting);
     let (log, set_log) = signal(EventLog::new(capacity, seed));
     #[cfg(feature = "hydrate")]
@@ -187,7 +193,7 @@ pub fn connect(base: String, topics: Vec<String>, capacity: usize, seed: Vec<Liv
             set_log,
             pending: Default::default(),
         };
-        let (task, abort) = futures::future::abortable(leader::run(base, topics, sink));
+        let (task, abort) = futures::future::abortable(leader::run(base, scope, topics, sink));
         leptos::task::spawn_local(async move {
             let _ = task.await;
         });
@@ -196,7 +202,7 @@ pub fn connect(base: String, topics: Vec<String>, capacity: usize, seed: Vec<Liv
     }
     #[cfg(not(feature = "hydrate"))]
     {
-        let _ = (base, topics, set_status, set_log);
+        let _ = (base, scope, topics, set_status, set_log);
     }
     Feed { status, log }
 }

@@ -5,7 +5,7 @@ use leptos::prelude::*;
 /// several instances behind a load balancer (a web farm on one Redis), the two may differ,
 /// and the stream's changes on reconnect.
 #[component]
-pub(super) fn InstanceLine(feed: Feed) -> impl IntoView {
+pub(super) fn InstanceLine(feed: Feed, viewer: Option<String>) -> impl IntoView {
     let page = use_context::<Instance>().unwrap_or_default().0;
     let stream = move || feed.log.with(|l| l.instance.clone());
     view! {
@@ -13,6 +13,8 @@ pub(super) fn InstanceLine(feed: Feed) -> impl IntoView {
             "Page served by "<b data-testid="served-by">{page}</b>
             " · stream from "
             <b data-testid="stream-from">{move || stream().unwrap_or_else(|| "…".into())}</b>
+            " · "
+            <span data-testid="viewer">{viewer.map_or("anonymous".into(), |v| format!("signed in as {v}"))}</span>
         </p>
     }
 }

@@ -77,12 +77,15 @@ impl Clock {
 fn Live(data: PageData) -> impl IntoView {
     let PageData {
         topics,
+        publish_topics,
+        viewer,
+        scope,
         events,
         max_rows,
         base,
         form_error,
     } = data;
-    let feed = stream::connect(base, topics.clone(), max_rows, events);
+    let feed = stream::connect(base, scope, topics.clone(), max_rows, events);
     let view_state = ViewState {
         paused: RwSignal::new(false),
         frozen: RwSignal::new(None),
@@ -91,9 +94,9 @@ fn Live(data: PageData) -> impl IntoView {
     let clock = Clock::start(feed);
     view! {
         <StatusBar feed clock/>
-        <InstanceLine feed/>
+        <InstanceLine feed viewer/>
         <section class="panel">
-            <PublishForm topics=topics.clone() form_error/>
+            <PublishForm topics=publish_topics form_error/>
             <Controls feed view_state topics/>
         </section>
         <DelayChart feed clock/>

@@ -53,8 +53,11 @@ pub(super) fn PublishForm(topics: Vec<String>, form_error: Option<String>) -> im
         .find(|t| *t != "tick")
         .cloned()
         .unwrap_or_default();
+    // A viewer who may publish on no topic gets no form (hidden, not left out: a view that
+    // may or may not be there costs the client more than an attribute).
+    let nothing_to_publish = topics.is_empty();
     view! {
-        <form class="publish" method="post" action=action on:submit=on_submit>
+        <form class="publish" method="post" action=action on:submit=on_submit hidden=nothing_to_publish>
             <select name="topic" data-testid="publish-topic" aria-label="Topic" node_ref=topic_ref>
                 {topics
                     .into_iter()

@@ -266,7 +266,13 @@ impl Out {
     /// Ends the body (the last chunk), waiting at most [`FINISH_LIMIT`] for room: a client
     /// still taking its backlog gets a clean end, one that stopped reading does not hold the
     /// task. Then closes.
-    async fn finish(self) {
+    async fn finish(self, farewell: Option<&Bytes>) {
+        if let Some(farewell) = farewell {
+            let sent = tokio::time::timeout(FINISH_LIMIT, self.send(&EMPTY, &[farewell])).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                return;
+            }
+        }
         if self.chunked {
             let last = Bytes::from_static(b"0\r\n\r\n");
             let sent = tokio::time::timeout(FINISH_LIMIT, self.send(&last, &[])).await;
@@ -291,6 +297,7 @@ impl Out {
 
 static EMPTY: Bytes = Bytes::from_static(b"");
 static PING: Bytes = Bytes::from_static(wire::PING);
+static EXPIRED: Bytes = Bytes::from_static(wire::EXPIRED);
 
 /// `1a\r\n` for 26 bytes.
 fn chunk_size(len: usize, buf: &mut [u8; 20]) -> &[u8] {
@@ -346,10 +353,12 @@ async fn stream(out: Out, head: Bytes, mut plan: Plan) {
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut wrote = true;
     let mut batch: Vec<Arc<Frame>> = Vec::new();
+    let mut expiry = plan.expiry.take();
     let ended = loop {
         let written = tokio::select! {
             biased;
             _ = &mut stopping => break Some(Ended::Shutdown),
+            _ = super::plan::expired(&mut expiry) => break Some(Ended::Expired),
             received = plan.live.recv() => match received {
                 Ok(frame) => {
                     batch.push(frame);
@@ -422,7 +431,8 @@ async fn stream(out: Out, head: Bytes, mut plan: Plan) {
     };
     if let Some(why) = ended {
         plan.guard.end(why);
-        out.finish().await;
+        let farewell = (why == Ended::Expired).then_some(&EXPIRED);
+        out.finish(farewell).await;
     }
 }
 

@@ -38,6 +38,9 @@ struct Connection {
     /// Made once and polled on every call, as in `direct_writer.rs`: a new `cancelled()` per
     /// call would take the token's lock twice per delivery.
     stopping: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    expiry: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Set once the `expired` event is written: the stream ends at the next call.
+    expired: bool,
 }
 
 impl Connection {
@@ -57,6 +60,8 @@ impl Connection {
                 .chain([std::mem::take(&mut plan.ready)])
                 .collect(),
             stopping: Box::pin(plan.guard.shutdown().clone().cancelled_owned()),
+            expiry: plan.expiry.take(),
+            expired: false,
             plan,
             heartbeat,
         }
@@ -73,10 +78,17 @@ impl Connection {
         if let Some(first) = self.first.pop_front() {
             return Some(first);
         }
+        if self.expired {
+            return self.end(Ended::Expired);
+        }
         loop {
             tokio::select! {
                 biased;
                 _ = self.stopping.as_mut() => return self.end(Ended::Shutdown),
+                _ = super::plan::expired(&mut self.expiry) => {
+                    self.expired = true;
+                    return Some(Bytes::from_static(wire::EXPIRED));
+                }
                 received = self.plan.live.recv() => match received {
                     Ok(frame) if self.plan.wants(&frame) => {
                         self.plan.guard.delivered(1);

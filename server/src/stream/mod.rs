@@ -19,6 +19,7 @@ mod hyper_writer;
 pub mod plan;
 
 use crate::{
+    access::{Action, Viewer},
     config::Frontend,
     connection::Peer,
     error::ApiError,
@@ -51,10 +52,20 @@ pub async fn events(
     State(state): State<AppState>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
+    viewer: Viewer,
     Query(query): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
     let client = state.client_addr(peer, &headers);
+    state.config.access.admit(&viewer)?;
+    // Checked when the token was, and again here: the stream must not outlive it.
+    let expiry = viewer.expires.map(|at| {
+        let left = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        Box::pin(tokio::time::sleep(left))
+    });
     let filter = topic_filter(query.topic.as_deref(), state.hub.topics())?;
+    let filter = readable(&state, &viewer, filter)?;
     // The header wins: it is what the browser sends on its own reconnects, and it is newer than
     // the position written into the URL when this EventSource was created.
     // An empty header says nothing (the query may still hold a position).
@@ -134,7 +145,7 @@ pub async fn events(
         ready.extend_from_slice(pad);
     }
 
-    tracing::info!(%client, ?resume, replayed, reset = reset.is_some(), open, "stream opened");
+    tracing::info!(%client, viewer = %viewer.log_name(), ?resume, replayed, reset = reset.is_some(), open, "stream opened");
 
     let plan = Plan {
         opening: opening.freeze(),
@@ -144,6 +155,7 @@ pub async fn events(
         heartbeat: state.config.stream.heartbeat,
         filter,
         pad,
+        expiry,
         guard: Guard::new(
             state.open_streams.clone(),
             state.shutdown.clone(),
@@ -203,6 +215,37 @@ fn topic_filter(value: Option<&str>, known: &[String]) -> Result<Option<Arc<[Str
         return Ok(None);
     }
     Ok(Some(topics.into()))
+}
+
+/// The asked-for topics if the viewer may read them all (403 or 401 naming the first it may
+/// not), or with none asked for, every topic it may read. The live feed and the replay both
+/// go through this one filter, so a private event reaches no stream that may not read it.
+fn readable(
+    state: &AppState,
+    viewer: &Viewer,
+    asked: Option<Arc<[String]>>,
+) -> Result<Option<Arc<[String]>>, ApiError> {
+    let access = &state.config.access;
+    let known = state.hub.topics();
+    if let Some(asked) = &asked {
+        if let Some(closed) = asked
+            .iter()
+            .find(|t| !access.allows(viewer, Action::Read, t))
+        {
+            return Err(access.refusal(viewer, Action::Read, closed));
+        }
+        return Ok(Some(asked.clone()));
+    }
+    let may = access.topics(viewer, Action::Read, known);
+    if may.len() == known.len() {
+        return Ok(None);
+    }
+    if may.is_empty() {
+        // Said of the first topic: the refusal names one, and every one is closed.
+        let first = known.first().map_or("", String::as_str);
+        return Err(access.refusal(viewer, Action::Read, first));
+    }
+    Ok(Some(may.into()))
 }
 
 /// The newest `frames` whose bytes fit in `max_bytes` together, oldest first, and whether any

@@ -33,6 +33,9 @@ pub struct Plan {
     pub filter: Option<Arc<[String]>>,
     /// Behind HttpPlatformHandler: written after each event so its buffer lets it through.
     pub pad: Option<Bytes>,
+    /// When the viewer's token expires: the stream ends then, with an `expired` event. Boxed,
+    /// so a stream without a token pays one pointer for it, not a timer.
+    pub expiry: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     pub guard: Guard,
 }
 
@@ -44,6 +47,15 @@ impl Plan {
 
     pub fn wants(&self, frame: &Frame) -> bool {
         super::wanted(&self.filter, &frame.event.topic)
+    }
+}
+
+/// Ready when the viewer's token expires; never without one. On its own, not a method, so a
+/// writer can wait on it while it also waits on the plan's live feed.
+pub async fn expired(expiry: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match expiry {
+        Some(at) => at.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

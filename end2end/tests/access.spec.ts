@@ -1,0 +1,106 @@
+// Private topics across the tabs of one browser: tabs share one stream only when they are the
+// same viewer. Bob's tab leads a stream that may read `ops`; a tab then signed in as Alice (the
+// cookie changed, as a sign-in does) must lead a stream of its own, never follow Bob's, and
+// never show an `ops` event.
+import { createHmac } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { BrowserContext, Page } from '@playwright/test';
+import { test, expect, row, rowIds } from './server';
+import { serverOpenStreams, serverStreamsOpened } from './proxies';
+
+const SECRET = 'a browser-test secret, 32 bytes+';
+const rulesDir = mkdtempSync(path.join(os.tmpdir(), 'sse-live-e2e-access-'));
+const rulesFile = path.join(rulesDir, 'access.toml');
+writeFileSync(rulesFile, '[topic.ops]\nread = ["user:bob"]\n');
+test.afterAll(() => rmSync(rulesDir, { recursive: true, force: true }));
+
+test.use({
+  serverOptions: {
+    topics: 'chat,ops',
+    env: { EVENTS_ACCESS_FILE: rulesFile, EVENTS_TOKEN_SECRET: SECRET },
+  },
+});
+
+/** An HS256 token, as a sign-in service would hand it out. */
+function token(sub: string, seconds = 600): string {
+  const b64 = (v: object) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const exp = Math.floor(Date.now() / 1000) + seconds;
+  const head = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, exp })}`;
+  return `${head}.${createHmac('sha256', SECRET).update(head).digest('base64url')}`;
+}
+
+async function signIn(context: BrowserContext, url: string, who: string, seconds = 600): Promise<void> {
+  await context.addCookies([{ name: 'events_token', value: token(who, seconds), url }]);
+}
+
+function role(page: Page): Promise<string | null> {
+  return page.evaluate(() => document.documentElement.getAttribute('data-sse-role'));
+}
+
+test('a tab signed in as someone else gets its own stream and never a private event', async ({ page, server }) => {
+  const context = page.context();
+  await signIn(context, server.url, 'bob');
+  await page.goto('/');
+  await expect(page.getByTestId('status')).toHaveText('live');
+  await expect(page.getByTestId('viewer')).toHaveText('signed in as bob');
+  await expect(page.getByTestId('filter-ops')).toHaveCount(1);
+  expect(await role(page)).toBe('leader');
+
+  await signIn(context, server.url, 'alice');
+  const alice = [await context.newPage(), await context.newPage()];
+  for (const p of alice) {
+    await p.goto('/');
+    await expect(p.getByTestId('status')).toHaveText('live');
+    await expect(p.getByTestId('viewer')).toHaveText('signed in as alice');
+  }
+  // Alice's two tabs share one stream; Bob's is another.
+  const roles = await Promise.all(alice.map(role));
+  expect(roles.sort()).toEqual(['follower', 'leader']);
+  await expect.poll(() => serverOpenStreams(server.logs)).toBe(2);
+
+  const secret = await server.publish('ops', 'for bob only');
+  const open = await server.publish('chat', 'for everyone');
+  await expect(row(page, secret.id)).toHaveCount(1);
+  await expect(row(page, open.id)).toHaveCount(1);
+  for (const p of alice) {
+    await expect(row(p, open.id)).toHaveCount(1);
+    // The chat event came after the ops one on the same stream and the same channel: had the
+    // ops event reached this tab, it would be here by now.
+    expect(await rowIds(p)).not.toContain(secret.id);
+    await expect(p.getByTestId('filter-ops')).toHaveCount(0);
+  }
+});
+
+test('when the token expires the page renews it through a page fetch and resumes with nothing lost', async ({
+  page,
+  server,
+}) => {
+  const context = page.context();
+  // This test plays the sign-in front: a request for the page that passes it gets a fresh
+  // cookie, as oauth2-proxy or an IIS sign-in module would give.
+  let renewals = 0;
+  await context.route(
+    (url) => url.pathname === '/',
+    async (route) => {
+      if (route.request().resourceType() === 'fetch') {
+        renewals++;
+        await signIn(context, server.url, 'bob');
+      }
+      await route.continue();
+    },
+  );
+  await signIn(context, server.url, 'bob', 3);
+  await page.goto('/');
+  await expect(page.getByTestId('status')).toHaveText('live');
+  const before = await server.publish('ops', 'before the expiry');
+  await expect(row(page, before.id)).toHaveCount(1);
+
+  await expect.poll(() => renewals, { timeout: 15_000 }).toBe(1);
+  const after = await server.publish('ops', 'after the renewal');
+  await expect(row(page, after.id)).toHaveCount(1);
+  await expect(page.getByTestId('status')).toHaveText('live');
+  expect(await rowIds(page)).toEqual([after.id, before.id]);
+  expect(serverStreamsOpened(server.logs), 'one stream before the expiry, one after').toBe(2);
+});
