@@ -226,6 +226,28 @@ fn build_stand_in_dll(app: &Path) {
     );
 }
 
+/// Builds `tests/wine/winauth.c`, the module's part in a Windows sign-in, into the test's copy.
+fn build_winauth(app: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("wine")
+        .join("winauth.c");
+    let exe = app.join("winauth.exe");
+    let out = Command::new("x86_64-w64-mingw32-gcc")
+        .args(["-O2", "-s", "-o"])
+        .arg(&exe)
+        .arg(src)
+        .args(["-lws2_32", "-ladvapi32"])
+        .output()
+        .expect("run x86_64-w64-mingw32-gcc (apt-get install -y gcc-mingw-w64-x86-64)");
+    assert!(
+        out.status.success(),
+        "building winauth.exe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
 /// What the module reads from web.config: the program, its arguments and the environment.
 struct AspNetCore {
     process_path: String,
@@ -556,5 +578,103 @@ async fn the_published_exe_runs_as_the_module_starts_it() {
         "restarted under Wine: {} events replayed from data\\events.db, no reset",
         replayed.len()
     );
+    drop(server);
+}
+
+/// The module's Windows sign-in, as far as Wine can play it: `winauth.exe` (tests/wine) opens
+/// its own token, duplicates it into `server.exe` and sends the handle with the pairing token,
+/// as the module does for a request IIS authenticated. The page must name the Wine user, and
+/// the handle must be closed once the answer is written. Not covered here, because Wine has
+/// no IIS: the Kerberos/NTLM handshake itself, and a domain account's groups.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Wine and the Windows build: run by cargo xtask test"]
+async fn a_windows_sign_in_from_the_module_is_read_and_its_handle_closed() {
+    let wine = wine_tools();
+    let prefix = wine_prefix(&wine);
+    let tmp = TempDir::new("wine-auth");
+    let app = tmp.0.join("app");
+    application_folder(&app);
+    build_stand_in_dll(&app);
+    let helper = build_winauth(&app);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = start(&wine, &prefix, &app, port);
+    wait_listening(&mut server, port);
+
+    let mut run = wine_command(&wine.loader, &prefix)
+        .current_dir(&app)
+        .arg(&helper)
+        .args([&port.to_string(), TOKEN, "/"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run winauth.exe");
+    let mut stdout = run.stdout.take().expect("stdout");
+    let mut stderr = run.stderr.take().expect("stderr");
+    let output = tokio::task::spawn_blocking(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        (out, err)
+    });
+    let status = tokio::task::block_in_place(|| wait_bounded(&mut run, STARTUP_LIMIT));
+    let (out, err) = output.await.expect("winauth output");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "winauth.exe failed ({status:?}): {err}"
+    );
+    // Its stdout is in text mode under Wine: lines end in \r\n.
+    let (before, out) = out.split_once('\n').unwrap_or_default();
+    assert_eq!(
+        before.trim_end(),
+        "before: still open",
+        "the probe cannot see the handle open before the request"
+    );
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let shown = out
+        .split("signed in as ")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_else(|| panic!("no 'signed in as' on the page: {out}"));
+    // Wine maps the Windows user to the Unix one that runs it.
+    let unix_user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    assert!(
+        shown.to_lowercase().contains(&unix_user.to_lowercase()),
+        "the page says signed in as {shown:?}, expected the Wine user {unix_user}"
+    );
+    assert!(
+        out.contains("handle: closed"),
+        "the server left the handle open: {out}"
+    );
+    eprintln!("Windows sign-in under Wine: the page says 'signed in as {shown}', handle closed");
+
+    // A handle value that names nothing of ours: 401 saying so, and the server carries on.
+    let bogus = client()
+        .get(format!("{base}/"))
+        .header("MS-ASPNETCORE-TOKEN", TOKEN)
+        .header("MS-ASPNETCORE-WINAUTHTOKEN", "7ffe0badc0de")
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(bogus.status(), 401);
+    let body = bogus.text().await.expect("body");
+    assert!(body.contains("Windows sign-in could not be read"), "{body}");
+    // Without the pairing token the header never reaches anyone: the request is refused.
+    let direct = client()
+        .get(format!("{base}/"))
+        .header("MS-ASPNETCORE-WINAUTHTOKEN", "4")
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(direct.status(), 400);
+    let page = client()
+        .get(format!("{base}/"))
+        .header("MS-ASPNETCORE-TOKEN", TOKEN)
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.expect("html").contains(">anonymous<"));
     drop(server);
 }
