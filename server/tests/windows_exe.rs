@@ -42,6 +42,10 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(250);
 
 const TOKEN: &str = "6a1c2f0e-3b7d-4e59-9c84-d20f5b7a8e31";
+
+/// One test at a time in the shared prefix: a test's end kills every Wine process of the
+/// prefix (`wineserver -k`), and with it another test's `server.exe`.
+static PREFIX_IN_USE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const DLL: &str = "bcryptprimitives.dll";
 
 fn workspace_root() -> PathBuf {
@@ -408,6 +412,7 @@ async fn next_named(stream: &mut (impl Stream<Item = Event> + Unpin), name: &str
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Wine and the Windows build: run by cargo xtask test"]
 async fn the_published_exe_runs_as_the_module_starts_it() {
+    let _prefix = PREFIX_IN_USE.lock().await;
     let wine = wine_tools();
     let prefix = wine_prefix(&wine);
     let tmp = TempDir::new("wine");
@@ -589,6 +594,7 @@ async fn the_published_exe_runs_as_the_module_starts_it() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Wine and the Windows build: run by cargo xtask test"]
 async fn a_windows_sign_in_from_the_module_is_read_and_its_handle_closed() {
+    let _prefix = PREFIX_IN_USE.lock().await;
     let wine = wine_tools();
     let prefix = wine_prefix(&wine);
     let tmp = TempDir::new("wine-auth");
