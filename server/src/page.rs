@@ -46,9 +46,9 @@ impl EventBackend for PageBackend {
         });
         // `admit_to_page` has already answered a refused token; this is the viewer it let by.
         let viewer = leptos::prelude::use_context::<Parts>()
-            .and_then(|parts| match parts.extensions.get::<Identity>() {
-                Some(Identity(Ok(viewer))) => Some(viewer.clone()),
-                _ => None,
+            .and_then(|parts| {
+                let identity = parts.extensions.get::<Identity>()?;
+                identity.viewer().ok().cloned()
             })
             .unwrap_or_else(Viewer::anonymous);
         let access = &config.access;

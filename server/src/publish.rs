@@ -12,7 +12,7 @@
 //! not vouch for needs the rules (or its token's grant) to allow it that topic.
 
 use crate::{
-    access::{Action, Viewer, Who},
+    access::{self, Action, Viewer, Who},
     connection::Peer,
     error::ApiError,
     page::FORM_ERROR_PARAM,
@@ -31,7 +31,6 @@ use events_core::event::LiveEvent;
 pub use events_core::publish::{PublishRequest, Published};
 use serde::Deserialize;
 use std::net::SocketAddr;
-use subtle::ConstantTimeEq;
 
 /// `POST {base}/api/publish`: 201 and the event's id, or the refusal as JSON.
 pub async fn api(
@@ -108,17 +107,12 @@ fn may_publish(state: &AppState, viewer: &Viewer, topic: &str) -> Result<(), Api
 }
 
 fn key_matches(key: &str, headers: &HeaderMap) -> bool {
-    given_key(headers)
-        .is_some_and(|given| bool::from(given.trim().as_bytes().ct_eq(key.as_bytes())))
+    given_key(headers).is_some_and(|given| access::is_key(given, key))
 }
 
 fn given_key(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
     let header = headers.get("x-publish-key").and_then(|v| v.to_str().ok());
-    bearer.or(header)
+    access::bearer(headers).or(header)
 }
 
 /// `Authorization: Bearer <key>` or `X-Publish-Key: <key>`, compared in constant time.

@@ -151,6 +151,13 @@ impl Viewer {
 #[derive(Clone, Debug)]
 pub struct Identity(pub Result<Viewer, String>);
 
+impl Identity {
+    /// The viewer, or the 401 for the token it carried.
+    pub fn viewer(&self) -> Result<&Viewer, ApiError> {
+        self.0.as_ref().map_err(|why| unauthorized(why.clone()))
+    }
+}
+
 impl Access {
     /// Who the request is from. `Err` is why a token it carried was refused: the request is
     /// then answered 401 by whatever route needs a viewer, never served as anonymous (its
@@ -180,13 +187,8 @@ impl Access {
         let Some(verifier) = &self.tokens else {
             return Ok(Viewer::anonymous());
         };
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            // The publish key travels the same way; it is not a token.
-            .filter(|t| !publish_key.is_some_and(|k| bool::from(t.as_bytes().ct_eq(k.as_bytes()))));
+        // The publish key travels the same way; it is not a token.
+        let bearer = bearer(headers).filter(|t| !publish_key.is_some_and(|k| is_key(t, k)));
         let token = bearer.or_else(|| cookie(headers, &self.cookie));
         match token {
             Some(token) => verifier
@@ -245,6 +247,20 @@ pub fn unauthorized(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, message)
 }
 
+/// What `Authorization: Bearer` carries: a token, or the publish key.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// Whether `given` is the publish key, compared in constant time.
+pub fn is_key(given: &str, key: &str) -> bool {
+    bool::from(given.trim().as_bytes().ct_eq(key.as_bytes()))
+}
+
 /// The named cookie's value, from however many `Cookie` headers there are.
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -284,8 +300,9 @@ pub async fn admit_to_page(
     next: Next,
 ) -> Response {
     let admitted = match request.extensions().get::<Identity>() {
-        Some(Identity(Ok(viewer))) => state.config.access.admit(viewer),
-        Some(Identity(Err(why))) => Err(unauthorized(why.clone())),
+        Some(identity) => identity
+            .viewer()
+            .and_then(|viewer| state.config.access.admit(viewer)),
         None => Ok(()),
     };
     match admitted {
@@ -300,8 +317,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Viewer {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Viewer, ApiError> {
         match parts.extensions.get::<Identity>() {
-            Some(Identity(Ok(viewer))) => Ok(viewer.clone()),
-            Some(Identity(Err(why))) => Err(unauthorized(why.clone())),
+            Some(identity) => identity.viewer().cloned(),
             None => Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "no identity: the access layer is not in front of this route",
