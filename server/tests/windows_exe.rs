@@ -212,44 +212,68 @@ fn application_folder(dest: &Path) {
 
 /// Builds the stand-in DLL into the test's copy, beside the exe.
 fn build_stand_in_dll(app: &Path) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("wine");
-    let out = Command::new("x86_64-w64-mingw32-gcc")
-        .args(["-shared", "-O2", "-s", "-o"])
-        .arg(app.join(DLL))
-        .arg(src.join("bcryptprimitives.c"))
-        .arg(src.join("bcryptprimitives.def"))
-        .arg("-ladvapi32")
-        .output()
-        .expect("run x86_64-w64-mingw32-gcc (apt-get install -y gcc-mingw-w64-x86-64)");
-    assert!(
-        out.status.success(),
-        "building {DLL} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    mingw(
+        &app.join(DLL),
+        &["-shared"],
+        &["bcryptprimitives.c", "bcryptprimitives.def"],
+        &["-ladvapi32"],
     );
 }
 
 /// Builds `tests/wine/winauth.c`, the module's part in a Windows sign-in, into the test's copy.
 fn build_winauth(app: &Path) -> PathBuf {
+    let exe = app.join("winauth.exe");
+    mingw(&exe, &[], &["winauth.c"], &["-lws2_32", "-ladvapi32"]);
+    exe
+}
+
+/// `x86_64-w64-mingw32-gcc` on files of `tests/wine/`, into `out`.
+fn mingw(out: &Path, flags: &[&str], sources: &[&str], libs: &[&str]) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
-        .join("wine")
-        .join("winauth.c");
-    let exe = app.join("winauth.exe");
-    let out = Command::new("x86_64-w64-mingw32-gcc")
+        .join("wine");
+    let built = Command::new("x86_64-w64-mingw32-gcc")
+        .args(flags)
         .args(["-O2", "-s", "-o"])
-        .arg(&exe)
-        .arg(src)
-        .args(["-lws2_32", "-ladvapi32"])
+        .arg(out)
+        .args(sources.iter().map(|f| src.join(f)))
+        .args(libs)
         .output()
         .expect("run x86_64-w64-mingw32-gcc (apt-get install -y gcc-mingw-w64-x86-64)");
     assert!(
-        out.status.success(),
-        "building winauth.exe failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        built.status.success(),
+        "building {} failed: {}",
+        out.display(),
+        String::from_utf8_lossy(&built.stderr)
     );
-    exe
+}
+
+/// What every test here starts with: its turn in the prefix, Wine, and its own copy of the
+/// application folder with the stand-in DLL. The turn and the copy last as long as the value
+/// (the turn is dropped last, after the copy is removed).
+struct Setup {
+    wine: WineTools,
+    prefix: PathBuf,
+    app: PathBuf,
+    _tmp: TempDir,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+async fn setup(tag: &str) -> Setup {
+    let turn = PREFIX_IN_USE.lock().await;
+    let wine = wine_tools();
+    let prefix = wine_prefix(&wine);
+    let tmp = TempDir::new(tag);
+    let app = tmp.0.join("app");
+    application_folder(&app);
+    build_stand_in_dll(&app);
+    Setup {
+        wine,
+        prefix,
+        app,
+        _tmp: tmp,
+        _turn: turn,
+    }
 }
 
 /// What the module reads from web.config: the program, its arguments and the environment.
@@ -412,19 +436,14 @@ async fn next_named(stream: &mut (impl Stream<Item = Event> + Unpin), name: &str
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Wine and the Windows build: run by cargo xtask test"]
 async fn the_published_exe_runs_as_the_module_starts_it() {
-    let _prefix = PREFIX_IN_USE.lock().await;
-    let wine = wine_tools();
-    let prefix = wine_prefix(&wine);
-    let tmp = TempDir::new("wine");
-    let app = tmp.0.join("app");
-    application_folder(&app);
-    build_stand_in_dll(&app);
+    let setup = setup("wine").await;
+    let (wine, prefix, app) = (&setup.wine, &setup.prefix, &setup.app);
     let site_has_client = app.join("site/pkg/sse-live.js").is_file();
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let launched = Instant::now();
-    let mut server = start(&wine, &prefix, &app, port);
+    let mut server = start(wine, prefix, app, port);
     wait_listening(&mut server, port);
     let startup = launched.elapsed();
     eprintln!("server.exe listening on {base} after {startup:.1?} under Wine");
@@ -539,7 +558,7 @@ async fn the_published_exe_runs_as_the_module_starts_it() {
     );
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut server = start(&wine, &prefix, &app, port);
+    let mut server = start(wine, prefix, app, port);
     wait_listening(&mut server, port);
     let res = client()
         .get(format!("{base}/api/events"))
@@ -594,21 +613,16 @@ async fn the_published_exe_runs_as_the_module_starts_it() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Wine and the Windows build: run by cargo xtask test"]
 async fn a_windows_sign_in_from_the_module_is_read_and_its_handle_closed() {
-    let _prefix = PREFIX_IN_USE.lock().await;
-    let wine = wine_tools();
-    let prefix = wine_prefix(&wine);
-    let tmp = TempDir::new("wine-auth");
-    let app = tmp.0.join("app");
-    application_folder(&app);
-    build_stand_in_dll(&app);
-    let helper = build_winauth(&app);
+    let setup = setup("wine-auth").await;
+    let (wine, prefix, app) = (&setup.wine, &setup.prefix, &setup.app);
+    let helper = build_winauth(app);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut server = start(&wine, &prefix, &app, port);
+    let mut server = start(wine, prefix, app, port);
     wait_listening(&mut server, port);
 
-    let mut run = wine_command(&wine.loader, &prefix)
-        .current_dir(&app)
+    let mut run = wine_command(&wine.loader, prefix)
+        .current_dir(app)
         .arg(&helper)
         .args([&port.to_string(), TOKEN, "/"])
         .stdout(Stdio::piped())
