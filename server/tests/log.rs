@@ -31,20 +31,6 @@ async fn take(stream: &mut (impl Stream<Item = Event> + Unpin), n: usize) -> Vec
     out
 }
 
-/// Stops a server as IIS does when it recycles it (SIGTERM: the module's shutdown request and
-/// a console close end the same way), and waits for it.
-fn stop(mut server: Server) {
-    let pid = server.child.id().to_string();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status();
-    let deadline = Instant::now() + PATIENCE;
-    while server.child.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "the server did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test]
 async fn a_restarted_server_resumes_exactly_where_the_client_left_off() {
     let data = TempDir::new("log-restart");
@@ -57,7 +43,7 @@ async fn a_restarted_server_resumes_exactly_where_the_client_left_off() {
         ids.windows(2).all(|w| w[1] == w[0] + 1),
         "consecutive: {ids:?}"
     );
-    stop(first);
+    first.stop();
 
     let second = spawn(on(&data));
     // The page's first render shows the history from before the restart.
@@ -287,7 +273,7 @@ async fn a_foreign_or_damaged_file_is_refused_at_startup_and_left_alone() {
             .publish("chat", &format!("event {n} {}", "z".repeat(100)))
             .await;
     }
-    stop(server);
+    server.stop();
     let file = damaged.0.join("events.db");
     let conn = rusqlite::Connection::open(&file).expect("open");
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
@@ -466,7 +452,7 @@ async fn the_memory_store_keeps_nothing_across_a_restart() {
     let opts = || on(&data).env("EVENTS_STORE", "memory");
     let first = spawn(opts());
     let id = first.publish("chat", "forgotten").await;
-    stop(first);
+    first.stop();
     let second = spawn(opts());
     let mut stream = second.stream("/api/events", Some(&id.to_string())).await;
     assert_eq!(next_any(&mut stream).await.event, "reset");

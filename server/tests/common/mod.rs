@@ -267,6 +267,18 @@ impl Server {
         figure(&text, key).unwrap_or_else(|| panic!("no {key} in /metrics:\n{text}"))
     }
 
+    /// Stops the server as IIS does when it recycles it (SIGTERM: the module's shutdown
+    /// request and a console close end the same way), and waits for it.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + PATIENCE;
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "the server did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until `figure(key)` satisfies `ok`; returns the value.
     pub async fn wait_for_figure(&self, key: &str, ok: impl Fn(f64) -> bool) -> f64 {
         let start = Instant::now();
