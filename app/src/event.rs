@@ -25,6 +25,9 @@ pub struct PageData {
     /// Why the form post that led here was refused (a form posted without JavaScript comes
     /// back to the page with its error).
     pub form_error: Option<String>,
+    /// Who was watching when the page was rendered; `presence` events update it.
+    #[serde(default)]
+    pub presence: Presence,
 }
 
 /// The page data as JSON that is safe inside `<script>`: no `<` can end the element early.
@@ -54,6 +57,10 @@ mod tests {
             max_rows: 10,
             base: String::new(),
             form_error: None,
+            presence: Presence {
+                watching: 2,
+                names: vec!["</script>".into()],
+            },
         };
         let json = page_data_json(&data);
         assert!(!json.contains('<'), "{json}");

@@ -9,7 +9,7 @@
 //!
 //! The server writes these with serde (`events-core`); the end-to-end tests read both.
 
-use crate::event::{LiveEvent, PageData, Ready};
+use crate::event::{LiveEvent, PageData, Presence, Ready};
 use js_sys::{Array, Object, Reflect, JSON};
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -88,6 +88,13 @@ pub fn ready(value: &JsValue) -> Option<Ready> {
     })
 }
 
+pub fn presence(value: &JsValue) -> Option<Presence> {
+    Some(Presence {
+        watching: number(value, "watching")?,
+        names: strings(value, "names"),
+    })
+}
+
 fn strings(value: &JsValue, key: &str) -> Vec<String> {
     list(value, key)
         .iter()
@@ -110,5 +117,6 @@ pub fn page_data(text: &str) -> Option<PageData> {
         max_rows: number(&value, "max_rows")? as usize,
         base: string(&value, "base")?,
         form_error: string(&value, "form_error"),
+        presence: presence(&get(&value, "presence")).unwrap_or_default(),
     })
 }

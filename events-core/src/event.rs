@@ -56,6 +56,24 @@ pub const PING_EVENT: &str = "ping";
 /// The last event of a stream opened with a token, at the token's expiry: the client renews
 /// its token and reconnects from its last id. No `id:`, as `ping`.
 pub const EXPIRED_EVENT: &str = "expired";
+/// Who is watching, sent to streams that ask for it (`?presence=1`) when it changes. No `id:`:
+/// it is not history, and it does not move the client's resume position.
+pub const PRESENCE_EVENT: &str = "presence";
+
+/// The `presence` event's data, and the page's first figure.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// Open streams, on every instance: one per browser for the page (its tabs share one).
+    pub watching: u64,
+    /// The signed-in watchers' names, sorted, at most [`MAX_PRESENCE_NAMES`]; empty unless
+    /// the server is set to show them (`EVENTS_PRESENCE_NAMES=on`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+}
+
+/// The most names a `presence` event carries: it goes to every watching page at each change,
+/// so a crowd of ten thousand must not make it ten thousand names long.
+pub const MAX_PRESENCE_NAMES: usize = 50;
 
 /// Longest topic name accepted.
 pub const MAX_TOPIC_LEN: usize = 32;
@@ -108,6 +126,7 @@ pub fn validate_topic(topic: &str) -> Result<(), TopicError> {
         RESET_EVENT,
         PING_EVENT,
         EXPIRED_EVENT,
+        PRESENCE_EVENT,
         "message",
     ]
     .contains(&topic)

@@ -30,6 +30,26 @@ impl Frame {
             event,
         }
     }
+
+    /// A control event for [`Hub::announce`]: `event: name`, no `id:`. Its id here is 0, which
+    /// no published event has (ids start far above it), so writers tell the two apart with
+    /// one comparison; its topic is its name.
+    pub fn announcement(name: &str, data: &str) -> Frame {
+        Frame {
+            bytes: wire::encode(None, Some(name), data),
+            event: LiveEvent {
+                id: 0,
+                topic: name.to_string(),
+                text: String::new(),
+                sent_ms: now_ms(),
+            },
+        }
+    }
+
+    /// Made by [`Frame::announcement`]: not an event, not in the history.
+    pub fn is_announcement(&self) -> bool {
+        self.event.id == 0
+    }
 }
 
 /// Where a subscriber wants to start.
@@ -245,6 +265,13 @@ impl Hub {
         // Dropping the old sender closes every receiver once it has read what it was sent.
         let (live, _) = broadcast::channel(state.buffer);
         state.live = live;
+    }
+
+    /// Sends an announcement to every live subscriber, in line with the events, without
+    /// numbering or keeping it: a replay never holds one. Each stream decides whether it
+    /// wants it.
+    pub fn announce(&self, frame: Frame) {
+        let _ = self.state().live.send(Arc::new(frame));
     }
 
     /// The newest id held (or the start value).
@@ -606,5 +633,30 @@ mod tests {
         let next = sub.live.recv().await.expect("live");
         assert_eq!(next.event.id, 1002);
         assert_eq!(next.event.topic, "b");
+    }
+
+    #[tokio::test]
+    async fn an_announcement_goes_live_in_line_and_never_into_the_history() {
+        let h = hub(10);
+        let mut sub = h.subscribe(&Resume::Fresh);
+        h.publish("a", "1").expect("ok");
+        h.announce(Frame::announcement("presence", "{\"watching\":1}"));
+        h.publish("a", "2").expect("ok");
+        let got: Vec<(u64, bool)> = [
+            sub.live.recv().await.expect("live"),
+            sub.live.recv().await.expect("live"),
+            sub.live.recv().await.expect("live"),
+        ]
+        .iter()
+        .map(|f| (f.event.id, f.is_announcement()))
+        .collect();
+        assert_eq!(got, vec![(1001, false), (0, true), (1002, false)]);
+        assert_eq!(h.head(), 1002);
+        assert_eq!(
+            ids(&h.subscribe(&Resume::After(1000)).replay),
+            vec![1001, 1002]
+        );
+        let frame = Frame::announcement("presence", "{}");
+        assert_eq!(&frame.bytes[..], b"event: presence\ndata: {}\n\n");
     }
 }

@@ -232,6 +232,11 @@ pub struct Args {
     #[arg(long, env = "EVENTS_ANONYMOUS", default_value = "on")]
     pub anonymous: String,
 
+    /// Who is watching, as the page and `GET /api/presence` show it: "off" (a count only) or
+    /// "on" (also the signed-in watchers' names, to everyone who may open the page).
+    #[arg(long, env = "EVENTS_PRESENCE_NAMES", default_value = "off")]
+    pub presence_names: String,
+
     /// Believe signed tokens (JWT, HS256) made with this shared secret, at least 32 bytes.
     #[arg(long, env = "EVENTS_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
@@ -289,6 +294,8 @@ pub struct Config {
     pub access: crate::access::Access,
     /// `GET /metrics` on.
     pub metrics: bool,
+    /// Presence shows the signed-in watchers' names.
+    pub presence_names: bool,
     /// The log filter.
     pub log: String,
 }
@@ -444,6 +451,7 @@ impl Config {
         let trusted_proxies = trusted_proxies(&args.trusted_proxies)?;
         let publish_form = on_off("EVENTS_PUBLISH_FORM", &args.publish_form)?;
         let metrics = on_off("EVENTS_METRICS", &args.metrics)?;
+        let presence_names = on_off("EVENTS_PRESENCE_NAMES", &args.presence_names)?;
         let cors_origins = cors_origins(&args.cors_origins)?;
         if args.history == 0 {
             return err("EVENTS_HISTORY: must be at least 1");
@@ -546,6 +554,7 @@ impl Config {
             },
             access,
             metrics,
+            presence_names,
             log: args.log,
         })
     }

@@ -15,6 +15,7 @@
 //! - [`bus`]: where published events go and subscriptions come from: the durable event log
 //!   (`bus/log`: a SQLite file shared by the processes of one machine, the default), this
 //!   process's hub from `events-core` alone, or a Redis stream shared by several machines;
+//! - `presence`: who is watching (each stream's seat, the figures, shared through Redis);
 //! - around them: `limits`, `cors`, `security`, `error`, `metrics`, `ticker` (the demo
 //!   source), `shutdown` (signals and the module's request as one token), [`telemetry`].
 //!
@@ -33,6 +34,7 @@ mod limits;
 mod listener;
 mod metrics;
 mod page;
+mod presence;
 mod publish;
 mod routes;
 mod security;
@@ -67,7 +69,16 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
     let (hub, bus) = start_bus(&config, &shutdown).await?;
-    let state = app_state(&config, hub, bus.clone(), &shutdown);
+    let state = app_state(&config, hub.clone(), bus.clone(), &shutdown);
+    let shared = match &bus {
+        Bus::Redis(redis) => Some(presence::shared::Shared::new(
+            redis.connection(),
+            redis.key(),
+            &config.site.instance,
+        )),
+        _ => None,
+    };
+    let presence = presence::spawn(state.presence.clone(), hub, shared, shutdown.clone());
     say_what_runs(&config);
     if let Some(every) = config.publish.tick {
         ticker::spawn(bus, every, shutdown.clone());
@@ -100,6 +111,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
     if drain(&connections, DRAIN_LIMIT).await == Drained::TimedOut {
         tracing::warn!("connections still open after {DRAIN_LIMIT:?}; exiting anyway");
     }
+    // Its goodbye to Redis, so the other instances stop counting this one at once; bounded,
+    // since Redis may be what is gone (its figures then expire by themselves).
+    let _ = tokio::time::timeout(Duration::from_secs(1), presence).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -170,6 +184,7 @@ fn app_state(
         leptos,
         shutdown: shutdown.clone(),
         open_streams: Default::default(),
+        presence: presence::Presence::new(config.hub.topics.clone(), config.presence_names),
         streams_per_addr: Default::default(),
         publish_limit: Arc::new(limits::PublishLimit::new(config.publish.rate)),
         metrics: if config.metrics {

@@ -67,6 +67,7 @@ impl EventBackend for PageBackend {
             max_rows: config.site.page_rows,
             base: config.iis.path_base.clone(),
             form_error,
+            presence: self.state.presence.line(),
         }
     }
 }

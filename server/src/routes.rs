@@ -2,7 +2,8 @@
 //! figures and the client's static files, all under the path base.
 
 use crate::{
-    access, cors, iis, metrics, page::PageBackend, publish, security, state::AppState, stream,
+    access, cors, iis, metrics, page::PageBackend, presence, publish, security, state::AppState,
+    stream,
 };
 use app::{api::Backend, not_found, shell, Instance, PathBase};
 use axum::{
@@ -54,10 +55,14 @@ pub fn router(state: AppState) -> Router {
 
     let mut stream = get(stream::events);
     let mut publish = post(publish::api).layer(DefaultBodyLimit::max(publish_limit));
+    let mut watching = get(presence::route::api);
     if let Some(cors) = cors::Cors::new(&state.config.site.cors_origins) {
         // On the method routers, so preflight `OPTIONS` is answered instead of a 405.
         let only_listed = middleware::from_fn_with_state(cors.allowed, cors::only_listed);
         stream = stream.layer(cors.layer.clone()).layer(only_listed.clone());
+        watching = watching
+            .layer(cors.layer.clone())
+            .layer(only_listed.clone());
         publish = publish.layer(cors.layer).layer(only_listed);
     }
 
@@ -70,6 +75,7 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .route("/api/publish", publish)
+        .route("/api/presence", watching)
         .route(
             app::api::FORM_PATH,
             post(publish::form).layer(DefaultBodyLimit::max(publish_limit)),

@@ -21,6 +21,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Streams open right now.
     pub open_streams: Arc<AtomicUsize>,
+    /// Who is watching: each stream's seat, and the figures.
+    pub presence: Arc<crate::presence::Presence>,
     /// Streams open right now, by client address (`EVENTS_MAX_STREAMS_PER_ADDR`).
     pub streams_per_addr: crate::limits::PerAddress,
     pub publish_limit: Arc<crate::limits::PublishLimit>,

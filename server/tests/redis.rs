@@ -8,6 +8,8 @@
 //! - Publishers racing on both instances: one order, the same on every subscriber.
 //! - An instance cut off from Redis while the stream was trimmed past its position: its
 //!   streams end and its clients get a `reset`, never a silent gap.
+//! - Presence across instances: each counts the other's watchers, and stops counting an
+//!   instance that stopped, cleanly or killed.
 //! - The publish → receive delay through Redis against the in-process hub (`--nocapture`).
 
 mod common;
@@ -175,7 +177,11 @@ type Events = Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>;
 
 /// A stream whose end or breakage is an item, not a panic (an instance may be killed).
 async fn open(server_base: &str, last_event_id: Option<&str>) -> Result<Events, String> {
-    let mut req = common::client().get(format!("{server_base}/api/events"));
+    open_url(&format!("{server_base}/api/events"), last_event_id).await
+}
+
+async fn open_url(url: &str, last_event_id: Option<&str>) -> Result<Events, String> {
+    let mut req = common::client().get(url);
     if let Some(id) = last_event_id {
         req = req.header("Last-Event-ID", id);
     }
@@ -796,4 +802,74 @@ async fn publish_to_receive_delay_redis_against_in_process() {
             pct(d, 1.0)
         );
     }
+}
+
+/// The `watching` of the next `presence` event that satisfies `ok`, within [`PATIENCE`].
+async fn watching_until(stream: &mut Events, ok: impl Fn(u64) -> bool) -> u64 {
+    // A killed instance's figures count until they expire in Redis (5 s): room for that.
+    let deadline = tokio::time::Instant::now() + 2 * PATIENCE;
+    loop {
+        let ev = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("the presence figure changed in time")
+            .expect("the stream is open")
+            .expect("the stream is intact");
+        if ev.event != "presence" {
+            continue;
+        }
+        let watching = json(&ev)["watching"].as_u64().expect("watching");
+        if ok(watching) {
+            return watching;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_counts_every_instance_and_forgets_one_that_stopped() {
+    let redis = Redis::start();
+    let a = instance(&redis, "a");
+    let b = instance(&redis, "b");
+    let c = instance(&redis, "c");
+    let mut on_a = open_url(&a.url("/api/events?presence=1"), None)
+        .await
+        .expect("stream on a");
+    let _on_b = open(&b.base, None).await.expect("stream on b");
+    let _on_c = open(&c.base, None).await.expect("stream on c");
+    watching_until(&mut on_a, |n| n == 3).await;
+    // Each instance reads the others' figures once a second: b's catch up.
+    let deadline = Instant::now() + PATIENCE;
+    let report = loop {
+        let report: serde_json::Value = common::client()
+            .get(b.url("/api/presence"))
+            .send()
+            .await
+            .expect("presence request")
+            .json()
+            .await
+            .expect("presence report");
+        if report["watching"] == 3 || Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(report["watching"], 3, "{report}");
+    assert_eq!(report["instances"], 3, "{report}");
+    assert_eq!(report["topics"]["chat"]["watching"], 3, "{report}");
+
+    // Killed: no goodbye; its figures expire in Redis.
+    drop(c);
+    let started = Instant::now();
+    watching_until(&mut on_a, |n| n == 2).await;
+    println!(
+        "a killed instance stopped counting after {:?}",
+        started.elapsed()
+    );
+    // Stopped cleanly: it says goodbye.
+    let started = Instant::now();
+    b.stop();
+    watching_until(&mut on_a, |n| n == 1).await;
+    println!(
+        "a stopped instance stopped counting after {:?}",
+        started.elapsed()
+    );
 }

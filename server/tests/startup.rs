@@ -38,6 +38,7 @@ fn bad_access_rules_and_token_settings_stop_the_start_with_one_line() {
         (&[("EVENTS_TOKEN_SECRET", "short")], "at least 32 bytes"),
         (&[("EVENTS_TOKEN_PUBLIC_KEY", file)], "not a PEM"),
         (&[("EVENTS_ANONYMOUS", "maybe")], "EVENTS_ANONYMOUS"),
+        (&[("EVENTS_PRESENCE_NAMES", "yes")], "EVENTS_PRESENCE_NAMES"),
         (&[("EVENTS_TOKEN_COOKIE", "a;b")], "EVENTS_TOKEN_COOKIE"),
     ];
     for (env, needle) in cases {

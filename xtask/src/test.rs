@@ -50,6 +50,7 @@ pub const HYPER_WRITER_TESTS: &[&str] = &[
     "dead_clients",
     "reconnect_storm",
     "access",
+    "presence",
 ];
 
 /// How long each fuzz target runs in the test.

@@ -17,7 +17,7 @@
 //! site's own sign-in pages) renews it there, and the reconnect resumes from the last id.
 
 use super::{backoff_ms, stream_url, watchdog_ms, Item, Status};
-use crate::event::{EXPIRED_EVENT, PING_EVENT, READY_EVENT, RESET_EVENT};
+use crate::event::{EXPIRED_EVENT, PING_EVENT, PRESENCE_EVENT, READY_EVENT, RESET_EVENT};
 use futures::{
     channel::mpsc,
     future::{select, Either},
@@ -37,7 +37,16 @@ pub(super) async fn run(
     emit: impl Fn(Item),
 ) {
     let mut names = topics;
-    names.extend([READY_EVENT, RESET_EVENT, PING_EVENT, EXPIRED_EVENT].map(String::from));
+    names.extend(
+        [
+            READY_EVENT,
+            RESET_EVENT,
+            PING_EVENT,
+            EXPIRED_EVENT,
+            PRESENCE_EVENT,
+        ]
+        .map(String::from),
+    );
     let mut attempt: u32 = 0;
     // Known from the first `ready`; it then also guards the following attempts from their start.
     let mut heartbeat_ms: Option<u64> = None;
@@ -94,6 +103,11 @@ pub(super) async fn run(
                         emit(Item::Status(Status::Live));
                     }
                     RESET_EVENT => emit(Item::Reset),
+                    PRESENCE_EVENT => {
+                        if let Some(p) = parse(&data, crate::json::presence) {
+                            emit(Item::Presence(p));
+                        }
+                    }
                     EXPIRED_EVENT => {
                         if let Some(window) = web_sys::window() {
                             let page = window.fetch_with_str(&format!("{base}/"));

@@ -12,7 +12,7 @@
 //!   channel and the lock.
 //! - [`visibility`]: the leader lets the stream go while every tab of the view is hidden.
 
-use crate::event::{LiveEvent, Ready};
+use crate::event::{LiveEvent, Presence, Ready};
 use leptos::prelude::*;
 use std::collections::VecDeque;
 
@@ -107,6 +107,8 @@ pub struct EventLog {
     pub last_id: Option<u64>,
     /// The server instance the stream is connected to, from its `ready` event.
     pub instance: Option<String>,
+    /// Who is watching, from the page and then the `presence` events.
+    pub presence: Presence,
 }
 
 impl EventLog {
@@ -181,9 +183,13 @@ pub fn connect(
     topics: Vec<String>,
     capacity: usize,
     seed: Vec<LiveEvent>,
+    presence: Presence,
 ) -> Feed {
     let (status, set_status) = signal(Status::Connecting);
-    let (log, set_log) = signal(EventLog::new(capacity, seed));
+    let (log, set_log) = signal(EventLog {
+        presence,
+        ..EventLog::new(capacity, seed)
+    });
     #[cfg(feature = "hydrate")]
     {
         let sink = Sink {
@@ -219,6 +225,7 @@ pub enum Item {
     Ready(Ready),
     Reset,
     Status(Status),
+    Presence(Presence),
 }
 
 /// The views are updated at most once per this many milliseconds: at a few events a second
@@ -281,6 +288,7 @@ impl Sink {
                 l.instance = Some(ready.instance.clone()).filter(|i| !i.is_empty());
             }),
             Item::Reset => self.set_log.update(|l| l.reset()),
+            Item::Presence(p) => self.set_log.update(|l| l.presence = p.clone()),
             Item::Status(s) => {
                 if self.status.try_get_untracked() != Some(*s) {
                     self.set_status.set(*s);
@@ -352,11 +360,12 @@ pub fn watchdog_ms(heartbeat_ms: u64) -> u32 {
 }
 
 /// The stream URL for a position; `lastEventId` in the query because a new EventSource cannot
-/// set the `Last-Event-ID` header itself.
+/// set the `Last-Event-ID` header itself. The page shows who is watching, so it asks for
+/// `presence` events.
 pub fn stream_url(base: &str, last_id: Option<u64>) -> String {
     match last_id {
-        Some(id) => format!("{base}/api/events?lastEventId={id}"),
-        None => format!("{base}/api/events"),
+        Some(id) => format!("{base}/api/events?presence=1&lastEventId={id}"),
+        None => format!("{base}/api/events?presence=1"),
     }
 }
 
@@ -442,10 +451,10 @@ mod tests {
 
     #[test]
     fn stream_urls_carry_the_position() {
-        assert_eq!(stream_url("", None), "/api/events");
+        assert_eq!(stream_url("", None), "/api/events?presence=1");
         assert_eq!(
             stream_url("/live", Some(9)),
-            "/live/api/events?lastEventId=9"
+            "/live/api/events?presence=1&lastEventId=9"
         );
     }
 

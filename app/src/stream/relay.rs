@@ -109,6 +109,14 @@ fn item_to_js(item: &Item) -> JsValue {
             ("instance", JsValue::from_str(&ready.instance)),
         ]),
         Item::Reset => object(&[kind("reset")]),
+        Item::Presence(p) => object(&[
+            kind("presence"),
+            ("watching", from_number(p.watching)),
+            (
+                "names",
+                json::array(p.names.iter().map(|n| JsValue::from_str(n))),
+            ),
+        ]),
         Item::Status(status) => object(&[kind("status"), ("status", status_to_js(*status))]),
     }
 }
@@ -121,6 +129,7 @@ fn item_from_js(value: &JsValue) -> Option<Item> {
         },
         "ready" => Item::Ready(json::ready(value)?),
         "reset" => Item::Reset,
+        "presence" => Item::Presence(json::presence(value)?),
         "status" => Item::Status(status_from_js(&json::get(value, "status"))?),
         _ => return None,
     })

@@ -42,17 +42,21 @@ pub(super) fn Controls(feed: Feed, view_state: ViewState, topics: Vec<String>) -
                             let name = name.clone();
                             move || !hidden.with(|h| h.contains(&name))
                         };
-                        let flip = move |_| {
-                            hidden.update(|h| match h.iter().position(|t| *t == name) {
-                                Some(i) => {
-                                    h.swap_remove(i);
+                        // From the box's own state rather than a flip of ours: a click before
+                        // the page hydrated changed the box but not the list, and the next
+                        // change brings the two back together.
+                        let set = move |ev| {
+                            let show = event_target_checked(&ev);
+                            hidden.update(|h| {
+                                h.retain(|t| *t != name);
+                                if !show {
+                                    h.push(name.clone());
                                 }
-                                None => h.push(name.clone()),
                             })
                         };
                         view! {
                             <label class="topic-toggle">
-                                <input type="checkbox" checked=shown.clone() prop:checked=shown on:change=flip
+                                <input type="checkbox" checked=shown on:change=set
                                     data-testid=format!("filter-{topic}")/>
                                 {topic.clone()}
                             </label>

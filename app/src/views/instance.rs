@@ -8,6 +8,17 @@ use leptos::prelude::*;
 pub(super) fn InstanceLine(feed: Feed, viewer: Option<String>) -> impl IntoView {
     let page = use_context::<Instance>().unwrap_or_default().0;
     let stream = move || feed.log.with(|l| l.instance.clone());
+    // One stream per browser (the tabs share it), so on the page this counts browsers.
+    let watching = move || {
+        feed.log.with(|l| {
+            let mut line = format!("{} watching", l.presence.watching);
+            for (i, name) in l.presence.names.iter().enumerate() {
+                line.push_str(if i == 0 { ": " } else { ", " });
+                line.push_str(name);
+            }
+            line
+        })
+    };
     view! {
         <p class="instances">
             "Page served by "<b data-testid="served-by">{page}</b>
@@ -15,6 +26,8 @@ pub(super) fn InstanceLine(feed: Feed, viewer: Option<String>) -> impl IntoView 
             <b data-testid="stream-from">{move || stream().unwrap_or_else(|| "…".into())}</b>
             " · "
             <span data-testid="viewer">{viewer.map_or("anonymous".into(), |v| format!("signed in as {v}"))}</span>
+            " · "
+            <span data-testid="presence">{watching}</span>
         </p>
     }
 }

@@ -84,8 +84,9 @@ fn Live(data: PageData) -> impl IntoView {
         max_rows,
         base,
         form_error,
+        presence,
     } = data;
-    let feed = stream::connect(base, scope, topics.clone(), max_rows, events);
+    let feed = stream::connect(base, scope, topics.clone(), max_rows, events, presence);
     let view_state = ViewState {
         paused: RwSignal::new(false),
         frozen: RwSignal::new(None),

@@ -143,6 +143,16 @@ impl RedisBus {
         }))
     }
 
+    /// The shared connection, for what else the instances share (presence).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The event stream's key: what else the instances share is kept beside it.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     pub async fn publish(&self, topic: &str, text: &str) -> Result<LiveEvent, PublishError> {
         self.hub.check(topic, text)?;
         let sent_ms = crate::hub::now_ms();

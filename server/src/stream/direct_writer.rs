@@ -381,7 +381,8 @@ async fn stream(out: Out, head: Bytes, mut plan: Plan) {
                     } else {
                         Some(out.send_frames(&batch, plan.pad.as_ref()).await)
                     };
-                    plan.guard.delivered(batch.len() as u64);
+                    let events = batch.iter().filter(|f| !f.is_announcement()).count();
+                    plan.guard.delivered(events as u64);
                     batch.clear();
                     if let Some(missed) = lagged {
                         plan.guard.lagged(missed);

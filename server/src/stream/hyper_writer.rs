@@ -91,7 +91,7 @@ impl Connection {
                 }
                 received = self.plan.live.recv() => match received {
                     Ok(frame) if self.plan.wants(&frame) => {
-                        self.plan.guard.delivered(1);
+                        self.plan.guard.delivered(u64::from(!frame.is_announcement()));
                         // The ping is for quiet streams only.
                         self.heartbeat.reset();
                         return Some(match &self.plan.pad {

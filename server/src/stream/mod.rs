@@ -2,7 +2,8 @@
 //!
 //! On connect: a `retry:` hint, then (when resuming) a `reset` if the position is lost and the
 //! missed events from the history, then a `ready` event whose `id:` is the newest id, then live
-//! events as they are published, with a `ping` event after each quiet heartbeat interval. The
+//! events as they are published, with a `ping` event after each quiet heartbeat interval, and
+//! with `?presence=1` a `presence` event (who is watching) after `ready` and at each change. The
 //! stream ends when the server stops (so browsers reconnect and resume on the next process) or
 //! when the client falls too far behind (it resumes from the history).
 //!
@@ -34,7 +35,7 @@ use axum::{
     response::Response,
 };
 use bytes::BytesMut;
-use events_core::event::{Ready, Reset, READY_EVENT, RESET_EVENT};
+use events_core::event::{Ready, Reset, PRESENCE_EVENT, READY_EVENT, RESET_EVENT};
 use plan::{Guard, Handoff, Plan};
 use serde::Deserialize;
 use std::sync::{atomic::Ordering, Arc};
@@ -46,6 +47,8 @@ pub struct StreamQuery {
     /// For clients that cannot set the `Last-Event-ID` header (a new browser EventSource).
     #[serde(rename = "lastEventId")]
     last_event_id: Option<String>,
+    /// `1`: also send `presence` events, who is watching, when it changes (the page asks).
+    presence: Option<String>,
 }
 
 pub async fn events(
@@ -66,6 +69,16 @@ pub async fn events(
     });
     let filter = topic_filter(query.topic.as_deref(), state.hub.topics())?;
     let filter = readable(&state, &viewer, filter)?;
+    let presence = match query.presence.as_deref().map(str::trim) {
+        None | Some("" | "0") => false,
+        Some("1") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "presence={}: use 1 (send who is watching) or 0",
+                other.chars().take(16).collect::<String>()
+            )))
+        }
+    };
     // The header wins: it is what the browser sends on its own reconnects, and it is newer than
     // the position written into the URL when this EventSource was created.
     // An empty header says nothing (the query may still hold a position).
@@ -140,6 +153,12 @@ pub async fn events(
     };
     let data = serde_json::to_string(&ready).unwrap_or_default();
     let mut ready = BytesMut::from(&wire::encode(Some(sub.head), Some(READY_EVENT), &data)[..]);
+    if presence {
+        // The figure as it stands, so a page that reconnects is right even when nothing
+        // changed meanwhile; the task announces the count with this stream in it shortly.
+        let line = serde_json::to_string(&state.presence.line()).unwrap_or_default();
+        ready.extend_from_slice(&wire::encode(None, Some(PRESENCE_EVENT), &line));
+    }
     let pad = state.config.stream.pad.then(wire::padding);
     if let Some(pad) = &pad {
         ready.extend_from_slice(pad);
@@ -153,7 +172,7 @@ pub async fn events(
         ready: ready.freeze(),
         live: sub.live,
         heartbeat: state.config.stream.heartbeat,
-        filter,
+        presence,
         pad,
         expiry,
         guard: Guard::new(
@@ -162,7 +181,9 @@ pub async fn events(
             client,
             deliveries,
             addr_slot,
+            state.presence.seat(viewer.name.as_deref(), filter.clone()),
         ),
+        filter,
     };
     // Whoever takes the plan first writes the stream: the direct writer when the connection
     // came in as a plain HTTP/1 stream request, else hyper, by polling this body.

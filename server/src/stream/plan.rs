@@ -31,6 +31,8 @@ pub struct Plan {
     pub live: broadcast::Receiver<Arc<Frame>>,
     pub heartbeat: Duration,
     pub filter: Option<Arc<[String]>>,
+    /// The stream asked for `presence` announcements (`?presence=1`).
+    pub presence: bool,
     /// Behind HttpPlatformHandler: written after each event so its buffer lets it through.
     pub pad: Option<Bytes>,
     /// When the viewer's token expires: the stream ends then, with an `expired` event. Boxed,
@@ -46,6 +48,9 @@ impl Plan {
     }
 
     pub fn wants(&self, frame: &Frame) -> bool {
+        if frame.is_announcement() {
+            return self.presence;
+        }
         super::wanted(&self.filter, &frame.event.topic)
     }
 }
@@ -88,6 +93,8 @@ pub struct Guard {
     ended: Option<Ended>,
     /// The stream's place under `EVENTS_MAX_STREAMS_PER_ADDR`.
     _addr: limits::Slot,
+    /// The stream's place among the watchers.
+    _seat: crate::presence::Seat,
 }
 
 impl Guard {
@@ -97,6 +104,7 @@ impl Guard {
         client: String,
         deliveries: metrics::Counter,
         addr: limits::Slot,
+        seat: crate::presence::Seat,
     ) -> Guard {
         Guard {
             open_streams,
@@ -107,6 +115,7 @@ impl Guard {
             deliveries,
             ended: None,
             _addr: addr,
+            _seat: seat,
         }
     }
 
