@@ -6,6 +6,7 @@
 //! is the subscriber process the other two start (see worker.rs).
 
 mod accounting;
+mod floor;
 mod hist;
 mod plot;
 mod procfs;
@@ -93,6 +94,12 @@ enum Cmd {
     /// A subscriber process (started by `suite` and `run`).
     #[command(hide = true)]
     Worker { config: String },
+    /// The reference server the others are read against (floor.rs; started by `suite`).
+    #[command(hide = true)]
+    Floor {
+        #[arg(long)]
+        port: u16,
+    },
 }
 
 /// Now, in Unix nanoseconds: the one clock that publisher and subscribers share.
@@ -106,6 +113,7 @@ pub fn unix_ns() -> u64 {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Cmd::Worker { config } => worker::main(&config),
+        Cmd::Floor { port } => floor::main(port),
         Cmd::Suite {
             root,
             servers,

@@ -8,12 +8,15 @@ use plotters::prelude::*;
 
 use crate::scenario::Outcome;
 
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 5] = [
     RGBColor(200, 40, 40),
     RGBColor(30, 110, 200),
     RGBColor(40, 150, 60),
     RGBColor(150, 90, 20),
+    RGBColor(130, 60, 170),
 ];
+/// The floor (floor.rs), drawn in grey: a reference line, not a competitor.
+const FLOOR_COLOR: RGBColor = RGBColor(120, 120, 120);
 
 /// Writes the plot of the fan-out outcomes (scenarios named `fanout-*`) to `path`.
 pub fn delay_svg(
@@ -57,8 +60,13 @@ pub fn delay_svg(
         .y_label_formatter(&|y| format!("{y}"))
         .draw()
         .map_err(e)?;
-    for (i, server) in servers.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
+    let others = servers.iter().filter(|s| *s != crate::servers::FLOOR);
+    let floor = servers.iter().filter(|s| *s == crate::servers::FLOOR);
+    let colored = others
+        .enumerate()
+        .map(|(i, s)| (s, COLORS[i % COLORS.len()]))
+        .chain(floor.map(|s| (s, FLOOR_COLOR)));
+    for (server, color) in colored {
         let mut points: Vec<(f64, f64, f64)> = fan
             .iter()
             .filter(|o| &o.server == server)

@@ -48,7 +48,7 @@ pub fn ratio(values: &[(String, Option<f64>)], higher_is_better: bool) -> Option
         .filter(|v| v.is_finite())?;
     let best = values
         .iter()
-        .filter(|(s, _)| !crate::servers::is_ours(s))
+        .filter(|(s, _)| crate::servers::is_peer(s))
         .filter_map(|(s, v)| v.filter(|v| v.is_finite()).map(|v| (s, v)))
         .reduce(|a, b| {
             let b_better = if higher_is_better {
@@ -121,6 +121,116 @@ pub fn goals() -> Vec<Goal> {
             want: "19,500",
             met: |r| r.ours >= 19_500.0,
             value: |o| Some(o.established as f64),
+        },
+    ]
+}
+
+/// A figure of ours read against the floor (floor.rs) of the same scenario in the same run.
+pub struct FloorPick {
+    pub label: &'static str,
+    /// The figure, lower is better (CPU per delivery, not deliveries per CPU-second).
+    pub value: fn(&Outcome) -> Option<f64>,
+}
+
+pub fn floor_picks() -> [FloorPick; 6] {
+    [
+        FloorPick {
+            label: "CPU per delivery",
+            value: cpu_ms_per_1000,
+        },
+        FloorPick {
+            label: "delay p50",
+            value: |o| (o.delay_ms.count > 0).then_some(o.delay_ms.p50),
+        },
+        FloorPick {
+            label: "delay p99",
+            value: |o| (o.delay_ms.count > 0).then_some(o.delay_ms.p99),
+        },
+        FloorPick {
+            label: "delay p99.9",
+            value: |o| (o.delay_ms.count > 0).then_some(o.delay_ms.p999),
+        },
+        FloorPick {
+            label: "all first events",
+            value: |o| (o.established > 0 && o.failed == 0).then_some(o.all_first_event_ms),
+        },
+        FloorPick {
+            label: "bytes/stream",
+            value: |o| (o.bytes_per_stream > 0.0).then_some(o.bytes_per_stream),
+        },
+    ]
+}
+
+/// Milliseconds of server CPU per 1,000 deliveries in the publish phase.
+fn cpu_ms_per_1000(o: &Outcome) -> Option<f64> {
+    (o.deliveries_per_cpu_s > 0.0).then(|| 1e6 / o.deliveries_per_cpu_s)
+}
+
+/// `server`'s figure over the floor's, in one scenario's outcomes.
+pub fn to_floor(outcomes: &[&Outcome], server: &str, pick: &FloorPick) -> Option<(f64, f64)> {
+    let find = |name: &str| outcomes.iter().find(|o| o.server == name);
+    let ours = (pick.value)(find(server)?).filter(|v| v.is_finite())?;
+    let floor = (pick.value)(find(crate::servers::FLOOR)?).filter(|v| v.is_finite() && *v > 0.0)?;
+    Some((ours, ours / floor))
+}
+
+/// "delay p50 1.31x, ..." for `server` against the floor of the same scenario.
+pub fn floor_line(outcomes: &[&Outcome], server: &str) -> Option<String> {
+    let parts: Vec<String> = floor_picks()
+        .iter()
+        .filter_map(|p| to_floor(outcomes, server, p).map(|(_, r)| format!("{} {r:.2}x", p.label)))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// Per scenario, ours (and ours-redis) against the floor: for the terminal.
+pub fn floor_summary(outcomes: &[Outcome]) -> String {
+    let mut out = String::new();
+    let mut scenarios: Vec<&str> = Vec::new();
+    for o in outcomes {
+        if !scenarios.contains(&o.scenario.as_str()) {
+            scenarios.push(&o.scenario);
+        }
+    }
+    for s in scenarios {
+        let of: Vec<&Outcome> = outcomes.iter().filter(|o| o.scenario == s).collect();
+        for server in of
+            .iter()
+            .map(|o| o.server.as_str())
+            .filter(|n| crate::servers::is_ours(n))
+        {
+            if let Some(line) = floor_line(&of, server) {
+                let _ = writeln!(out, "{s}: {server} / floor: {line}");
+            }
+        }
+    }
+    out
+}
+
+/// Issue #17's goals, against the floor of the same run.
+pub struct FloorGoal {
+    pub pick: usize,
+    pub scenario: &'static str,
+    /// The most ours / floor may be.
+    pub max_ratio: f64,
+}
+
+pub fn floor_goals() -> Vec<FloorGoal> {
+    vec![
+        FloorGoal {
+            pick: 0,
+            scenario: "fanout-10k",
+            max_ratio: 1.15,
+        },
+        FloorGoal {
+            pick: 1,
+            scenario: "fanout-10k",
+            max_ratio: 1.25,
+        },
+        FloorGoal {
+            pick: 2,
+            scenario: "fanout-10k",
+            max_ratio: 1.25,
         },
     ]
 }
@@ -387,6 +497,58 @@ pub fn markdown(results: &Results, plot: Option<&str>) -> String {
         ],
         &rows,
     ));
+    out.push_str(
+        "\n## Against the floor (ours / floor in this run)\n\n\
+         The floor (`bench/src/floor.rs`) is not a peer: one thread writes each event's \
+         pre-encoded chunk to every stream's socket back to back, and drops a socket that cannot \
+         take it at once. It has no backpressure, history, resume, heartbeat, topic filter or \
+         routing. It shows what this machine allows.\n\n",
+    );
+    let picks = floor_picks();
+    let mut rows = Vec::new();
+    for g in floor_goals() {
+        let pick = &picks[g.pick];
+        let of: Vec<&Outcome> = results
+            .outcomes
+            .iter()
+            .filter(|o| o.scenario == g.scenario)
+            .collect();
+        let floor = of
+            .iter()
+            .find(|o| o.server == crate::servers::FLOOR)
+            .and_then(|o| (pick.value)(o));
+        let want = format!("<= {:.2}x", g.max_ratio);
+        rows.push(match (to_floor(&of, "ours", pick), floor) {
+            (Some((ours, r)), Some(floor)) => vec![
+                pick.label.into(),
+                g.scenario.into(),
+                num(ours),
+                num(floor),
+                format!("{r:.2}x"),
+                want,
+                if r <= g.max_ratio { "yes" } else { "**no**" }.into(),
+            ],
+            _ => vec![
+                pick.label.into(),
+                g.scenario.into(),
+                "n/a".into(),
+                "n/a".into(),
+                "".into(),
+                want,
+                "n/a".into(),
+            ],
+        });
+    }
+    out.push_str(&md_table(
+        &[
+            "metric", "scenario", "ours", "floor", "ratio", "goal", "met",
+        ],
+        &rows,
+    ));
+    out.push_str(
+        "\nCPU per delivery is milliseconds of server CPU per 1,000 deliveries in the publish \
+         phase; delays are in milliseconds.\n",
+    );
     if let Some(plot) = plot {
         let _ = writeln!(
             out,
@@ -424,6 +586,15 @@ pub fn markdown(results: &Results, plot: Option<&str>) -> String {
         let ratios = scenario_ratios(&of);
         if !ratios.is_empty() {
             let _ = writeln!(out, "\nOurs against the best peer: {}.", ratios.join("; "));
+        }
+        for server in of
+            .iter()
+            .map(|o| o.server.as_str())
+            .filter(|n| crate::servers::is_ours(n))
+        {
+            if let Some(line) = floor_line(&of, server) {
+                let _ = writeln!(out, "\n{server} against the floor: {line}.");
+            }
         }
         if let Some(line) = redis_cost(&of) {
             let _ = writeln!(out, "\n{line}");
@@ -471,6 +642,43 @@ mod tests {
         let higher = ratio(&values, true).expect("ratio");
         assert_eq!(higher.best_peer, "node");
         assert!((higher.ratio - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_floor_is_no_peer_and_ours_is_read_against_it() {
+        let o = |server: &str, p50: f64, deliv: f64| Outcome {
+            server: server.into(),
+            scenario: "fanout-10k".into(),
+            delay_ms: crate::hist::Summary {
+                count: 10,
+                p50,
+                ..Default::default()
+            },
+            deliveries_per_cpu_s: deliv,
+            ..Outcome::default()
+        };
+        let all = [
+            o("floor", 1.0, 1000.0),
+            o("ours", 2.0, 500.0),
+            o("go", 4.0, 250.0),
+        ];
+        let values: Vec<(String, Option<f64>)> = all
+            .iter()
+            .map(|x| (x.server.clone(), Some(x.delay_ms.p50)))
+            .collect();
+        // The best peer is go, though the floor is lower.
+        assert_eq!(ratio(&values, false).expect("ratio").best_peer, "go");
+        let of: Vec<&Outcome> = all.iter().collect();
+        let picks = floor_picks();
+        assert_eq!(to_floor(&of, "ours", &picks[1]), Some((2.0, 2.0)));
+        // Half the deliveries per CPU-second is twice the CPU per delivery.
+        let (cpu, r) = to_floor(&of, "ours", &picks[0]).expect("cpu");
+        assert!((cpu - 2000.0).abs() < 1e-9 && (r - 2.0).abs() < 1e-9);
+        let line = floor_line(&of, "ours").expect("line");
+        assert!(
+            line.starts_with("CPU per delivery 2.00x, delay p50 2.00x"),
+            "{line}"
+        );
     }
 
     #[test]

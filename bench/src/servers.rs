@@ -5,11 +5,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const ALL: &[&str] = &["ours", "ours-redis", "go", "node", "python"];
+pub const ALL: &[&str] = &["floor", "ours", "ours-redis", "go", "node", "python"];
+
+/// The reference row (floor.rs): what the machine allows, not a server anyone would deploy.
+pub const FLOOR: &str = "floor";
 
 /// Ours in another setting (compared with "ours", not counted as a peer).
 pub fn is_ours(name: &str) -> bool {
     name == "ours" || name.starts_with("ours-")
+}
+
+/// A server people would use instead of ours: neither ours nor the floor.
+pub fn is_peer(name: &str) -> bool {
+    !is_ours(name) && name != FLOOR
 }
 
 /// What runs for one server under test: one process, or (ours-redis) two instances of ours
@@ -48,6 +56,13 @@ pub fn command(name: &str, root: &Path, port: u16) -> Result<Command, String> {
                 .env("EVENTS_METRICS", "off")
                 .env_remove("ASPNETCORE_PORT")
                 .env_remove("HTTP_PLATFORM_PORT");
+            c
+        }
+        FLOOR => {
+            let mut c = Command::new(
+                std::env::current_exe().map_err(|e| format!("the bench binary's path: {e}"))?,
+            );
+            c.args(["floor", "--port", &port.to_string()]);
             c
         }
         "go" => Command::new(bench.join("go-peer")),
