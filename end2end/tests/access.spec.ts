@@ -107,3 +107,43 @@ test('when the token expires the page renews it through a page fetch and resumes
   expect(await rowIds(page)).toEqual([after.id, before.id]);
   expect(serverStreamsOpened(server.logs), 'one stream before the expiry, one after').toBe(2);
 });
+
+test.describe('a token that expired before the stream connected', () => {
+  // The refused connect is the browser's own console line; it is what this test is about.
+  test.use({ allowedConsoleErrors: [/status of 401/] });
+
+  test('is renewed through a page fetch, and the page goes live', async ({ page, server }) => {
+    test.setTimeout(60_000);
+    const context = page.context();
+    let renewals = 0;
+    await context.route(
+      (url) => url.pathname === '/',
+      async (route) => {
+        if (route.request().resourceType() === 'fetch') {
+          renewals++;
+          await signIn(context, server.url, 'bob');
+        }
+        await route.continue();
+      },
+    );
+    // As after a laptop's sleep: the page was loaded with a good token, and the stream's
+    // request reaches the server only once that token has expired.
+    const expiresAt = Date.now() + 4_000;
+    await signIn(context, server.url, 'bob', 4);
+    let held = false;
+    await context.route('**/api/events**', async (route) => {
+      if (!held) {
+        held = true;
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, expiresAt + 1_500 - Date.now())));
+      }
+      await route.continue();
+    });
+    await page.goto('/');
+    await expect(page.getByTestId('viewer')).toHaveText('signed in as bob');
+    await expect(page.getByTestId('status')).toHaveText('live', { timeout: 30_000 });
+    expect(renewals, 'the page was fetched to renew the token').toBeGreaterThanOrEqual(1);
+    expect(server.logs.join(''), 'the first connect was refused').toMatch(/token refused.*has expired/);
+    const event = await server.publish('ops', 'after the renewal');
+    await expect(row(page, event.id)).toHaveCount(1);
+  });
+});

@@ -14,7 +14,10 @@
 //! A stream opened with a token ends at the token's expiry with an `expired` event. The client
 //! then fetches the page once, with its cookies, before it reconnects: a sign-in front that
 //! renews the token cookie on requests that pass it (oauth2-proxy, an IIS sign-in module, the
-//! site's own sign-in pages) renews it there, and the reconnect resumes from the last id.
+//! site's own sign-in pages) renews it there, and the reconnect resumes from the last id. It
+//! does the same after every refused connect (the browser gave up): an `EventSource` cannot
+//! see the status, and a token that expired while the laptop slept is refused with a 401 that
+//! only a renewal ends.
 
 use super::{backoff_ms, stream_url, watchdog_ms, Item, Status};
 use crate::event::{EXPIRED_EVENT, PING_EVENT, PRESENCE_EVENT, READY_EVENT, RESET_EVENT};
@@ -50,7 +53,15 @@ pub(super) async fn run(
     let mut attempt: u32 = 0;
     // Known from the first `ready`; it then also guards the following attempts from their start.
     let mut heartbeat_ms: Option<u64> = None;
+    // Set when the page should be fetched before the next attempt (see the module doc).
+    let mut renew = false;
     loop {
+        if std::mem::take(&mut renew) {
+            if let Some(window) = web_sys::window() {
+                let page = window.fetch_with_str(&format!("{base}/"));
+                let _ = wasm_bindgen_futures::JsFuture::from(page).await;
+            }
+        }
         let url = stream_url(&base, position());
         let mut source = match Source::open(&url, &names) {
             Ok(s) => s,
@@ -86,7 +97,10 @@ pub(super) async fn run(
             match incoming {
                 Incoming::Open => {}
                 // CLOSED: the browser will not retry by itself (see the module documentation).
-                Incoming::Error { closed: true } => break,
+                Incoming::Error { closed: true } => {
+                    renew = true;
+                    break;
+                }
                 Incoming::Error { closed: false } => {
                     replaying = true;
                     emit(Item::Status(Status::Reconnecting { in_ms: None }));
@@ -109,10 +123,7 @@ pub(super) async fn run(
                         }
                     }
                     EXPIRED_EVENT => {
-                        if let Some(window) = web_sys::window() {
-                            let page = window.fetch_with_str(&format!("{base}/"));
-                            let _ = wasm_bindgen_futures::JsFuture::from(page).await;
-                        }
+                        renew = true;
                         attempt = 0;
                         break;
                     }
