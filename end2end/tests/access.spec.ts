@@ -35,6 +35,23 @@ async function signIn(context: BrowserContext, url: string, who: string, seconds
   await context.addCookies([{ name: 'events_token', value: token(who, seconds), url }]);
 }
 
+/** Plays the sign-in front: the page's own fetch of `/` gets a fresh cookie for `who`, as
+ * oauth2-proxy or an IIS sign-in module would give. Returns how many renewals it made. */
+async function playSignInFront(context: BrowserContext, url: string, who: string): Promise<() => number> {
+  let renewals = 0;
+  await context.route(
+    (u) => u.pathname === '/',
+    async (route) => {
+      if (route.request().resourceType() === 'fetch') {
+        renewals++;
+        await signIn(context, url, who);
+      }
+      await route.continue();
+    },
+  );
+  return () => renewals;
+}
+
 function role(page: Page): Promise<string | null> {
   return page.evaluate(() => document.documentElement.getAttribute('data-sse-role'));
 }
@@ -79,19 +96,7 @@ test('when the token expires the page renews it through a page fetch and resumes
 }) => {
   test.setTimeout(90_000);
   const context = page.context();
-  // This test plays the sign-in front: a request for the page that passes it gets a fresh
-  // cookie, as oauth2-proxy or an IIS sign-in module would give.
-  let renewals = 0;
-  await context.route(
-    (url) => url.pathname === '/',
-    async (route) => {
-      if (route.request().resourceType() === 'fetch') {
-        renewals++;
-        await signIn(context, server.url, 'bob');
-      }
-      await route.continue();
-    },
-  );
+  const renewals = await playSignInFront(context, server.url, 'bob');
   // Long enough for the page to be live before it expires on a busy machine with the debug
   // build (3 s was not: the stream was refused before it ever opened).
   await signIn(context, server.url, 'bob', 10);
@@ -100,7 +105,7 @@ test('when the token expires the page renews it through a page fetch and resumes
   const before = await server.publish('ops', 'before the expiry');
   await expect(row(page, before.id)).toHaveCount(1);
 
-  await expect.poll(() => renewals, { timeout: 30_000 }).toBe(1);
+  await expect.poll(() => renewals(), { timeout: 30_000 }).toBe(1);
   const after = await server.publish('ops', 'after the renewal');
   await expect(row(page, after.id)).toHaveCount(1);
   await expect(page.getByTestId('status')).toHaveText('live');
@@ -115,17 +120,7 @@ test.describe('a token that expired before the stream connected', () => {
   test('is renewed through a page fetch, and the page goes live', async ({ page, server }) => {
     test.setTimeout(60_000);
     const context = page.context();
-    let renewals = 0;
-    await context.route(
-      (url) => url.pathname === '/',
-      async (route) => {
-        if (route.request().resourceType() === 'fetch') {
-          renewals++;
-          await signIn(context, server.url, 'bob');
-        }
-        await route.continue();
-      },
-    );
+    const renewals = await playSignInFront(context, server.url, 'bob');
     // As after a laptop's sleep: the page was loaded with a good token, and the stream's
     // request reaches the server only once that token has expired.
     const expiresAt = Date.now() + 4_000;
@@ -141,7 +136,7 @@ test.describe('a token that expired before the stream connected', () => {
     await page.goto('/');
     await expect(page.getByTestId('viewer')).toHaveText('signed in as bob');
     await expect(page.getByTestId('status')).toHaveText('live', { timeout: 30_000 });
-    expect(renewals, 'the page was fetched to renew the token').toBeGreaterThanOrEqual(1);
+    expect(renewals(), 'the page was fetched to renew the token').toBeGreaterThanOrEqual(1);
     expect(server.logs.join(''), 'the first connect was refused').toMatch(/token refused.*has expired/);
     const event = await server.publish('ops', 'after the renewal');
     await expect(row(page, event.id)).toHaveCount(1);
