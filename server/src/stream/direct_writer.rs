@@ -78,10 +78,7 @@ pub async fn serve<S: Send + 'static>(
             drop(response);
             // A task of its own: the caller's state (the request, the router's answer)
             // would otherwise stay allocated for as long as the stream lasts.
-            connections.spawn(async move {
-                stream(out, head, plan).await;
-                drop(slot);
-            });
+            connections.spawn(stream(out, head, plan, slot));
         }
         None => Box::pin(out.answer(response)).await,
     }
@@ -144,6 +141,13 @@ impl Out {
     /// same shared bytes (`Bytes` clones: reference counts, never a copy of a frame), each
     /// wait bounded by the write deadline.
     async fn send(&self, raw: &Bytes, body: &[&Bytes]) -> io::Result<()> {
+        let rest = self.write_now(raw, body)?;
+        self.send_rest(rest).await
+    }
+
+    /// What [`Out::send`] writes at once; what is left of it, when the socket did not take it
+    /// all, as owned pieces and how far into them it got.
+    fn write_now(&self, raw: &Bytes, body: &[&Bytes]) -> io::Result<Option<(Vec<Bytes>, usize)>> {
         let len: usize = body.iter().map(|b| b.len()).sum();
         let mut size = [0u8; 20];
         let (open, close): (&[u8], &'static [u8]) = if self.chunked && len > 0 {
@@ -170,36 +174,44 @@ impl Out {
             let written = self.try_write_from(&parts[..n], 0)?;
             (written < total).then_some(written)
         };
+        Ok(rest.map(|written| {
+            let owned: Vec<Bytes> = [raw.clone(), Bytes::copy_from_slice(open)]
+                .into_iter()
+                .chain(body.iter().map(|b| (*b).clone()))
+                .chain([Bytes::from_static(close)])
+                .collect();
+            (owned, written)
+        }))
+    }
+
+    /// Finishes what [`Out::write_now`] left, if anything. Boxed: the wait and its timer are
+    /// the rare case, and would otherwise take room in every stream's state.
+    async fn send_rest(&self, rest: Option<(Vec<Bytes>, usize)>) -> io::Result<()> {
         match rest {
             None => Ok(()),
-            Some(written) => {
-                let owned: Vec<Bytes> = [raw.clone(), Bytes::copy_from_slice(open)]
-                    .into_iter()
-                    .chain(body.iter().map(|b| (*b).clone()))
-                    .chain([Bytes::from_static(close)])
-                    .collect();
-                // Boxed: the wait and its timer are the rare case, and would otherwise take
-                // room in every stream's state.
-                Box::pin(self.send_rest(owned, written)).await
-            }
+            Some((pieces, written)) => Box::pin(self.wait_and_write(pieces, written)).await,
         }
     }
 
     /// Frames (and the padding, if any) as one chunk.
     async fn send_frames(&self, frames: &[Arc<Frame>], pad: Option<&Bytes>) -> io::Result<()> {
-        let mut body: [&Bytes; MAX_BATCH + 1] = [&EMPTY; MAX_BATCH + 1];
-        let mut n = 0;
-        for bytes in frames.iter().map(|f| &f.bytes).chain(pad) {
-            if n < body.len() {
-                body[n] = bytes;
-                n += 1;
+        // In a block: the slices do not wait in the stream's state when the socket is full.
+        let rest = {
+            let mut body: [&Bytes; MAX_BATCH + 1] = [&EMPTY; MAX_BATCH + 1];
+            let mut n = 0;
+            for bytes in frames.iter().map(|f| &f.bytes).chain(pad) {
+                if n < body.len() {
+                    body[n] = bytes;
+                    n += 1;
+                }
             }
-        }
-        self.send(&EMPTY, &body[..n]).await
+            self.write_now(&EMPTY, &body[..n])?
+        };
+        self.send_rest(rest).await
     }
 
     /// The socket's buffer was full: waits for room, at most the write deadline each time.
-    async fn send_rest(&self, pieces: Vec<Bytes>, mut done: usize) -> io::Result<()> {
+    async fn wait_and_write(&self, pieces: Vec<Bytes>, mut done: usize) -> io::Result<()> {
         let total: usize = pieces.iter().map(|p| p.len()).sum();
         let parts: Vec<&[u8]> = pieces.iter().map(|p| &p[..]).collect();
         while done < total {
@@ -308,138 +320,220 @@ fn chunk_size(len: usize, buf: &mut [u8; 20]) -> &[u8] {
     &buf[..end]
 }
 
-/// Writes the stream until the client goes, the server stops or the subscriber falls behind.
-async fn stream(out: Out, head: Bytes, mut plan: Plan) {
-    plan.written_by("direct");
-    // In a block, so the head and the replay are freed once written, not kept for the stream.
-    let opened = {
-        let opening = std::mem::take(&mut plan.opening);
-        let replay = std::mem::take(&mut plan.replay);
-        let ready = std::mem::take(&mut plan.ready);
-        async {
-            // As few writes as it takes: with nothing to replay, the head, the opening and
-            // `ready` go out in one.
-            let pieces: Vec<&Bytes> = std::iter::once(&opening)
-                .chain(replay.iter().map(|f| &f.bytes))
-                .chain([&ready])
-                .collect();
-            let mut raw = &head;
-            for group in pieces.chunks(MAX_BATCH + 1) {
-                out.send(raw, group).await?;
-                raw = &EMPTY;
-            }
-            Ok::<(), io::Error>(())
-        }
-        .await
-    };
-    drop(head);
-    if let Err(e) = opened {
-        if e.kind() == io::ErrorKind::TimedOut {
-            stalled_client(&plan.guard.client());
-        }
-        tracing::debug!(client = %plan.guard.client(), error = %e, "stream closed before its opening was written");
-        return;
+/// The response head, the opening, the replay and `ready`, in as few writes as it takes: with
+/// nothing to replay, one.
+async fn open(
+    out: &Out,
+    head: &Bytes,
+    opening: Bytes,
+    replay: Vec<Arc<Frame>>,
+    ready: Bytes,
+) -> io::Result<()> {
+    let pieces: Vec<&Bytes> = std::iter::once(&opening)
+        .chain(replay.iter().map(|f| &f.bytes))
+        .chain([&ready])
+        .collect();
+    let mut raw = head;
+    for group in pieces.chunks(MAX_BATCH + 1) {
+        out.send(raw, group).await?;
+        raw = &EMPTY;
     }
-    let shutdown = plan.guard.shutdown().clone();
-    // Made once and polled in every round (a new one per round would take the token's lock
-    // twice per delivery).
-    let stopping = shutdown.cancelled();
-    tokio::pin!(stopping);
-    // Ticks twice per heartbeat: a stream that wrote nothing for a whole tick gets a ping, so
-    // the gap between writes never passes the heartbeat the `ready` event announced, and a
-    // busy stream does not re-arm a timer on each delivery.
-    let half = (plan.heartbeat / 2).max(Duration::from_millis(1));
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut wrote = true;
-    let mut batch: Vec<Arc<Frame>> = Vec::new();
-    let mut expiry = plan.expiry.take();
-    let ended = loop {
-        let written = tokio::select! {
-            biased;
-            _ = &mut stopping => break Some(Ended::Shutdown),
-            _ = super::plan::expired(&mut expiry) => break Some(Ended::Expired),
-            received = plan.live.recv() => match received {
-                Ok(frame) => {
-                    batch.push(frame);
-                    // Whatever else is already published goes in the same write.
-                    let mut lagged = None;
-                    while batch.len() < MAX_BATCH {
-                        match plan.live.try_recv() {
-                            Ok(frame) => batch.push(frame),
-                            Err(TryRecvError::Lagged(missed)) => {
-                                lagged = Some(missed);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    batch.retain(|f| plan.wants(f));
-                    // Events of other topics are not writes: the stream may still need pings.
-                    let sent = if batch.is_empty() {
-                        None
-                    } else {
-                        Some(out.send_frames(&batch, plan.pad.as_ref()).await)
-                    };
-                    let events = batch.iter().filter(|f| !f.is_announcement()).count();
-                    plan.guard.delivered(events as u64);
-                    batch.clear();
-                    if let Some(missed) = lagged {
-                        plan.guard.lagged(missed);
-                        break Some(Ended::Lagging);
-                    }
-                    match sent {
-                        Some(sent) => sent,
-                        None => continue,
-                    }
-                }
-                Err(RecvError::Lagged(missed)) => {
-                    plan.guard.lagged(missed);
-                    break Some(Ended::Lagging);
-                }
-                Err(RecvError::Closed) => break Some(Ended::HubClosed),
-            },
-            _ = ticks.tick() => {
-                if wrote {
-                    wrote = false;
-                    continue;
-                }
-                out.send(&EMPTY, &[&PING]).await
-            }
-            // The client sends nothing after its request (the answer says `connection:
-            // close`); readable means closed, reset, or a client sending what it should not,
-            // which is closed at once rather than read and dropped for as long as it sends.
-            _ = poll_fn(|cx| out.tcp.poll_read_ready(cx)) => {
-                let mut scratch = [0u8; 1];
-                match out.tcp.try_read(&mut scratch) {
-                    Ok(0) => break None,
-                    Ok(_) => {
-                        tracing::info!(client = %plan.guard.client(), "client sent bytes on its open stream; closing it");
-                        break None;
-                    }
-                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => break None,
-                    Err(_) => continue,
-                }
-            }
-        };
-        if let Err(e) = written {
+    Ok(())
+}
+
+/// Writes the stream until the client goes, the server stops or the subscriber falls behind;
+/// `slot` is held until then.
+///
+/// Not an `async fn`: one keeps its arguments in its state and, beside them, the locals it
+/// moves them into (rust-lang/rust#62958), and this state is what every open stream costs.
+/// The block below uses what it captured in place, and the spawn takes this future itself,
+/// not one that wraps it.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its arguments twice (the doc comment above)"
+)]
+fn stream<S: Send + 'static>(
+    out: Out,
+    head: Bytes,
+    mut plan: Plan,
+    slot: S,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        plan.written_by("direct");
+        // Boxed, and freed once written: the opening's state is needed once, and the stream's
+        // state is kept for as long as it is open.
+        let opened = Box::pin(open(
+            &out,
+            &head,
+            std::mem::take(&mut plan.opening),
+            std::mem::take(&mut plan.replay),
+            std::mem::take(&mut plan.ready),
+        ))
+        .await;
+        drop(head);
+        if let Err(e) = opened {
             if e.kind() == io::ErrorKind::TimedOut {
                 stalled_client(&plan.guard.client());
             }
-            break None;
+            tracing::debug!(client = %plan.guard.client(), error = %e, "stream closed before its opening was written");
+            return;
         }
-        wrote = true;
-    };
-    if let Some(why) = ended {
-        plan.guard.end(why);
-        let farewell = (why == Ended::Expired).then_some(&EXPIRED);
-        out.finish(farewell).await;
+        let shutdown = plan.guard.shutdown().clone();
+        // Made once and polled in every round (a new one per round would take the token's lock
+        // twice per delivery).
+        let stopping = shutdown.cancelled();
+        tokio::pin!(stopping);
+        // Ticks twice per heartbeat: a stream that wrote nothing for a whole tick gets a ping, so
+        // the gap between writes never passes the heartbeat the `ready` event announced, and a
+        // busy stream does not re-arm a timer on each delivery.
+        let half = (plan.heartbeat / 2).max(Duration::from_millis(1));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut wrote = true;
+        let mut batch: Vec<Arc<Frame>> = Vec::new();
+        let mut expiry = plan.expiry.take();
+        let ended = loop {
+            let written = tokio::select! {
+                biased;
+                _ = &mut stopping => break Some(Ended::Shutdown),
+                _ = super::plan::expired(&mut expiry) => break Some(Ended::Expired),
+                received = plan.live.recv() => match received {
+                    Ok(frame) => {
+                        batch.push(frame);
+                        // Whatever else is already published goes in the same write.
+                        let mut lagged = None;
+                        while batch.len() < MAX_BATCH {
+                            match plan.live.try_recv() {
+                                Ok(frame) => batch.push(frame),
+                                Err(TryRecvError::Lagged(missed)) => {
+                                    lagged = Some(missed);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        batch.retain(|f| plan.wants(f));
+                        // Events of other topics are not writes: the stream may still need pings.
+                        let sent = if batch.is_empty() {
+                            None
+                        } else {
+                            Some(out.send_frames(&batch, plan.pad.as_ref()).await)
+                        };
+                        let events = batch.iter().filter(|f| !f.is_announcement()).count();
+                        plan.guard.delivered(events as u64);
+                        batch.clear();
+                        if let Some(missed) = lagged {
+                            plan.guard.lagged(missed);
+                            break Some(Ended::Lagging);
+                        }
+                        match sent {
+                            Some(sent) => sent,
+                            None => continue,
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        plan.guard.lagged(missed);
+                        break Some(Ended::Lagging);
+                    }
+                    Err(RecvError::Closed) => break Some(Ended::HubClosed),
+                },
+                _ = ticks.tick() => {
+                    if wrote {
+                        wrote = false;
+                        continue;
+                    }
+                    out.send(&EMPTY, &[&PING]).await
+                }
+                // The client sends nothing after its request (the answer says `connection:
+                // close`); readable means closed, reset, or a client sending what it should not,
+                // which is closed at once rather than read and dropped for as long as it sends.
+                _ = poll_fn(|cx| out.tcp.poll_read_ready(cx)) => {
+                    let mut scratch = [0u8; 1];
+                    match out.tcp.try_read(&mut scratch) {
+                        Ok(0) => break None,
+                        Ok(_) => {
+                            tracing::info!(client = %plan.guard.client(), "client sent bytes on its open stream; closing it");
+                            break None;
+                        }
+                        Err(e) if e.kind() != io::ErrorKind::WouldBlock => break None,
+                        Err(_) => continue,
+                    }
+                }
+            };
+            if let Err(e) = written {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    stalled_client(&plan.guard.client());
+                }
+                break None;
+            }
+            wrote = true;
+        };
+        if let Some(why) = ended {
+            plan.guard.end(why);
+            let farewell = (why == Ended::Expired).then_some(&EXPIRED);
+            // Boxed: it runs once, at the end, and its timers would otherwise take room in
+            // every open stream's state.
+            Box::pin(out.finish(farewell)).await;
+        }
+        drop(slot);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The stream's future is what every open stream keeps for its life (most of the 2 KiB an
+    /// idle stream may cost, BENCHMARKS.md): arguments kept twice, or a rare path's state not
+    /// boxed, once made it 1.4 KiB, and an idle stream cost 2.9 KB.
+    #[tokio::test]
+    async fn an_open_stream_keeps_a_small_state() {
+        use crate::{hub::HubSettings, limits::PerAddress, presence::Presence};
+        use events_core::hub::{Hub, Resume};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tcp, _) = tokio::join!(listener.accept(), TcpStream::connect(addr));
+        let (tcp, peer) = tcp.expect("accept");
+        let hub = Hub::new(HubSettings {
+            topics: vec!["a".into()],
+            history: 10,
+            max_text: 100,
+            subscriber_buffer: 16,
+        });
+        let plan = Plan {
+            opening: Bytes::new(),
+            replay: Vec::new(),
+            ready: Bytes::new(),
+            live: hub.subscribe(&Resume::Fresh).live,
+            heartbeat: Duration::from_secs(15),
+            filter: None,
+            presence: false,
+            pad: None,
+            expiry: None,
+            guard: super::super::plan::Guard::new(
+                // This stream, counted as the handler counts it.
+                Arc::new(std::sync::atomic::AtomicUsize::new(1)),
+                tokio_util::sync::CancellationToken::new(),
+                peer.to_string(),
+                crate::metrics::deliveries(),
+                PerAddress::default()
+                    .acquire(peer.ip(), 0)
+                    .expect("no limit"),
+                Presence::new(vec!["a".into()], false).seat(None, None),
+            ),
+        };
+        let out = Out {
+            tcp,
+            write_timeout: Duration::from_secs(1),
+            chunked: true,
+        };
+        let future = stream(out, Bytes::new(), plan, ());
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 1024, "an open stream's state is {size} bytes");
+    }
 
     #[test]
     fn chunk_sizes_are_hex() {
