@@ -47,6 +47,9 @@ enum Cmd {
         servers: Vec<String>,
         #[arg(long)]
         quick: bool,
+        /// Only these scenarios, comma-separated (e.g. `idle,storm-5k`); no BENCHMARKS.md then.
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Vec<String>,
         #[arg(long)]
         json: PathBuf,
         /// Write BENCHMARKS.md here.
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
             root,
             servers,
             quick,
+            scenarios,
             json,
             markdown,
             svg,
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
             root,
             servers,
             quick,
+            only: scenarios,
             json,
             markdown,
             svg,

@@ -11,6 +11,8 @@ pub struct Args {
     pub root: PathBuf,
     pub servers: Vec<String>,
     pub quick: bool,
+    /// Only these scenarios (by name); all when empty.
+    pub only: Vec<String>,
     pub json: PathBuf,
     pub markdown: Option<PathBuf>,
     pub svg: Option<PathBuf>,
@@ -79,7 +81,20 @@ pub async fn run(args: Args) -> Result<(), String> {
             ));
         }
     }
-    let list = scenarios(args.quick);
+    let mut list = scenarios(args.quick);
+    if !args.only.is_empty() {
+        let known: Vec<String> = list.iter().map(|s| s.name.clone()).collect();
+        if let Some(unknown) = args.only.iter().find(|n| !known.contains(n)) {
+            return Err(format!(
+                "unknown scenario {unknown:?} (known: {})",
+                known.join(", ")
+            ));
+        }
+        if args.markdown.is_some() {
+            return Err("--scenarios runs a part of the suite: it writes no BENCHMARKS.md".into());
+        }
+        list.retain(|s| args.only.contains(&s.name));
+    }
     // The floor runs in every scenario, whatever is asked for: the other figures are read
     // against it.
     let names: Vec<String> = std::iter::once(servers::FLOOR.to_string())
@@ -109,7 +124,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         }
     }
     // The stores' figures are our server's alone.
-    let stores = if args.servers.iter().any(|s| s == "ours") {
+    let stores = if args.only.is_empty() && args.servers.iter().any(|s| s == "ours") {
         crate::stores::run(&args.root, args.quick).await?
     } else {
         Vec::new()

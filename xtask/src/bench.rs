@@ -22,6 +22,11 @@ pub struct BenchArgs {
         default_value = "ours,ours-redis,go,node,python"
     )]
     pub servers: Vec<String>,
+    /// Only these scenarios, comma-separated (fanout-1k, fanout-5k, fanout-10k, burst-1k, idle,
+    /// storm-5k; with --quick: fanout-200, burst-200, idle, storm-500). BENCHMARKS.md is then
+    /// left as it is: a part of a run is no report.
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Vec<String>,
     /// Where a full run writes its report.
     #[arg(long, default_value = "BENCHMARKS.md")]
     pub out: PathBuf,
@@ -35,6 +40,7 @@ impl BenchArgs {
             servers: ["ours", "ours-redis", "go", "node", "python"]
                 .map(String::from)
                 .to_vec(),
+            scenarios: Vec::new(),
             out: PathBuf::from("BENCHMARKS.md"),
         }
     }
@@ -107,9 +113,14 @@ pub fn bench(ctx: &Ctx, args: &BenchArgs) -> Res<()> {
         .arg(bench_dir.join("results.json"))
         .arg("--command")
         .arg(&command);
+    if !args.scenarios.is_empty() {
+        cmd.arg("--scenarios").arg(args.scenarios.join(","));
+    }
     if args.quick {
         cmd.arg("--quick");
         note("quick mode: BENCHMARKS.md is left as it is");
+    } else if !args.scenarios.is_empty() {
+        note("a part of the suite: BENCHMARKS.md is left as it is");
     } else {
         cmd.arg("--markdown")
             .arg(absolute(&ctx.root, &args.out))
