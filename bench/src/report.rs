@@ -678,19 +678,7 @@ mod tests {
 
     #[test]
     fn a_floor_that_could_not_keep_the_rate_is_said_so() {
-        let scenario = |name: &str| Scenario {
-            name: name.into(),
-            subscribers: 10,
-            events: 101,
-            rate: Some(10.0),
-            payload: 100,
-            publish_connections: 1,
-            storm: false,
-            settle_ms: 0,
-            quiet_ms: 0,
-            max_drain_ms: 0,
-            setup_timeout_ms: 0,
-        };
+        let scenario = |name: &str| crate::suite::scenario(name, 10, 101, Some(10.0));
         let floor = |name: &str, publish_ms: f64| Outcome {
             server: "floor".into(),
             scenario: name.into(),

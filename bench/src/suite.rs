@@ -19,7 +19,8 @@ pub struct Args {
     pub command: String,
 }
 
-fn scenario(name: &str, subscribers: usize, events: u64, rate: Option<f64>) -> Scenario {
+/// A fan-out scenario with the suite's windows and payload (the tests build theirs with it too).
+pub(crate) fn scenario(name: &str, subscribers: usize, events: u64, rate: Option<f64>) -> Scenario {
     Scenario {
         name: name.into(),
         subscribers,
