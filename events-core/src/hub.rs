@@ -144,6 +144,9 @@ pub struct Hub {
 struct State {
     /// The newest id issued (or the one before the first).
     head: u64,
+    /// The head at the last [`Hub::cut`] (0 before any): events after it may have been
+    /// missed, so no position up to it can be continued, not even one equal to the head.
+    cut_at: u64,
     history: VecDeque<Arc<Frame>>,
     capacity: usize,
     /// Events that entered this hub: published here, or (with an external event store)
@@ -180,6 +183,7 @@ impl Hub {
         Hub {
             state: Mutex::new(State {
                 head,
+                cut_at: 0,
                 history: VecDeque::with_capacity(settings.history.min(4096)),
                 capacity: settings.history.max(1),
                 published: 0,
@@ -258,10 +262,13 @@ impl Hub {
     /// Ends every live subscription and forgets the history, keeping the head (ids still only
     /// grow). For when events may have been missed: the subscribers' streams end, they
     /// reconnect, and their positions are no longer covered, so they get a `reset` instead of
-    /// a silent gap.
+    /// a silent gap. That holds for a client at the head too: it reconnects before the store's
+    /// newer events are inserted, and without `cut_at` it would look up to date and then get
+    /// them live, after the gap, with no reset.
     pub fn cut(&self) {
         let mut state = self.state();
         state.history.clear();
+        state.cut_at = state.head;
         // Dropping the old sender closes every receiver once it has read what it was sent.
         let (live, _) = broadcast::channel(state.buffer);
         state.live = live;
@@ -294,9 +301,12 @@ impl Hub {
         };
         let (reset, replay) = match resume {
             Resume::Fresh => (None, Vec::new()),
-            Resume::After(id) if *id == head => (None, Vec::new()),
-            // Covered when the next event after `id` is still held (or nothing was lost).
-            Resume::After(id) if *id < head && oldest.is_some_and(|o| *id + 1 >= o) => {
+            Resume::After(id) if *id == head && *id > state.cut_at => (None, Vec::new()),
+            // Covered when the next event after `id` is still held (or nothing was lost); a
+            // position at or before the last cut never is.
+            Resume::After(id)
+                if *id < head && *id > state.cut_at && oldest.is_some_and(|o| *id + 1 >= o) =>
+            {
                 let skip = state.history.partition_point(|f| f.event.id <= *id);
                 (None, state.history.iter().skip(skip).cloned().collect())
             }
@@ -619,8 +629,20 @@ mod tests {
         assert_eq!(h.head(), 1002, "ids keep growing");
         let again = h.subscribe(&Resume::After(1001));
         assert!(again.reset.is_some(), "the position is no longer covered");
+        let at_head = h.subscribe(&Resume::After(1002));
+        assert!(
+            at_head.reset.is_some(),
+            "a client at the head is behind whatever the store adds after the cut"
+        );
         assert_eq!(h.publish("a", "3").expect("ok").event.id, 1003);
-        assert_eq!(h.subscribers(), 1);
+        assert_eq!(h.subscribers(), 2);
+        let after = h.subscribe(&Resume::After(1003));
+        assert!(after.reset.is_none(), "a position after the cut continues");
+        assert!(after.replay.is_empty());
+        assert!(
+            h.subscribe(&Resume::After(1002)).reset.is_some(),
+            "the cut position stays uncovered once newer events arrive"
+        );
     }
 
     #[tokio::test]
