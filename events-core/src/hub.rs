@@ -144,9 +144,9 @@ pub struct Hub {
 struct State {
     /// The newest id issued (or the one before the first).
     head: u64,
-    /// The head at the last [`Hub::cut`] (0 before any): events after it may have been
-    /// missed, so no position up to it can be continued, not even one equal to the head.
-    cut_at: u64,
+    /// The head at the last [`Hub::cut`]: events after it may have been missed, so no
+    /// position up to it can be continued, not even one equal to the head.
+    cut_at: Option<u64>,
     history: VecDeque<Arc<Frame>>,
     capacity: usize,
     /// Events that entered this hub: published here, or (with an external event store)
@@ -183,7 +183,7 @@ impl Hub {
         Hub {
             state: Mutex::new(State {
                 head,
-                cut_at: 0,
+                cut_at: None,
                 history: VecDeque::with_capacity(settings.history.min(4096)),
                 capacity: settings.history.max(1),
                 published: 0,
@@ -268,7 +268,7 @@ impl Hub {
     pub fn cut(&self) {
         let mut state = self.state();
         state.history.clear();
-        state.cut_at = state.head;
+        state.cut_at = Some(state.head);
         // Dropping the old sender closes every receiver once it has read what it was sent.
         let (live, _) = broadcast::channel(state.buffer);
         state.live = live;
@@ -301,12 +301,12 @@ impl Hub {
         };
         let (reset, replay) = match resume {
             Resume::Fresh => (None, Vec::new()),
-            Resume::After(id) if *id == head && *id > state.cut_at => (None, Vec::new()),
-            // Covered when the next event after `id` is still held (or nothing was lost); a
-            // position at or before the last cut never is.
-            Resume::After(id)
-                if *id < head && *id > state.cut_at && oldest.is_some_and(|o| *id + 1 >= o) =>
-            {
+            Resume::After(id) if state.cut_at.is_some_and(|cut| *id <= cut) => {
+                (reset(id.to_string()), whole())
+            }
+            Resume::After(id) if *id == head => (None, Vec::new()),
+            // Covered when the next event after `id` is still held (or nothing was lost).
+            Resume::After(id) if *id < head && oldest.is_some_and(|o| *id + 1 >= o) => {
                 let skip = state.history.partition_point(|f| f.event.id <= *id);
                 (None, state.history.iter().skip(skip).cloned().collect())
             }
