@@ -61,6 +61,8 @@ pub struct Dispatch {
     /// Every connection's task and every direct stream's: the server waits for them when it
     /// stops.
     pub connections: TaskTracker,
+    /// Who writes the direct streams once they are open (`stream/shard.rs`).
+    pub shards: Arc<crate::stream::shard::Shards>,
     pub stop: CancellationToken,
 }
 
@@ -97,6 +99,7 @@ impl Dispatch {
             chunked,
             self.write_timeout,
             &self.connections,
+            &self.shards,
             slot,
         )
         .await;

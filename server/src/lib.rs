@@ -232,6 +232,7 @@ fn dispatch(
         ),
         enabled: config.stream.direct_writer,
         connections: connections.clone(),
+        shards: std::sync::Arc::new(stream::shard::Shards::new(connections.clone())),
         stop: shutdown.clone(),
     }
 }

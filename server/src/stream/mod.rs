@@ -18,6 +18,7 @@
 pub mod direct_writer;
 mod hyper_writer;
 pub mod plan;
+pub mod shard;
 
 use crate::{
     access::{Action, Viewer},
@@ -172,6 +173,7 @@ pub async fn events(
         ready: ready.freeze(),
         live: sub.live,
         heartbeat: state.config.stream.heartbeat,
+        lag_limit: state.config.hub.subscriber_buffer,
         presence,
         pad,
         expiry,

@@ -30,6 +30,8 @@ pub struct Plan {
     pub ready: Bytes,
     pub live: broadcast::Receiver<Arc<Frame>>,
     pub heartbeat: Duration,
+    /// Events a subscriber may fall behind before its stream is ended (the hub's buffer).
+    pub lag_limit: usize,
     pub filter: Option<Arc<[String]>>,
     /// The stream asked for `presence` announcements (`?presence=1`).
     pub presence: bool,
