@@ -338,6 +338,40 @@ impl Queue {
     }
 }
 
+/// An event that comes sooner than this after the last round ended is part of a burst.
+const BURST_GAP: Duration = Duration::from_millis(10);
+/// The longest an event of a burst waits for others to go with it.
+const MOST_GATHER: Duration = Duration::from_millis(5);
+
+/// When the shard's delivery rounds end and how long they take, to tell a burst.
+///
+/// Why: every write costs the kernel about the same whatever it carries, so a round per event
+/// costs a burst of events one write per event per stream; a stream in a task of its own
+/// batched there by being late. Waiting, in a burst only, about as long as a round takes (at
+/// most [`MOST_GATHER`]) lets the events published meanwhile share the round's writes. Events
+/// further apart than [`BURST_GAP`] (10 a second, say) never wait.
+#[derive(Default)]
+struct Rounds {
+    ended: Option<Instant>,
+    took: Duration,
+}
+
+impl Rounds {
+    fn in_burst(&self) -> bool {
+        self.ended.is_some_and(|at| at.elapsed() < BURST_GAP)
+    }
+
+    fn gather(&self) -> Duration {
+        self.took.min(MOST_GATHER)
+    }
+
+    fn done(&mut self, started: Instant) {
+        let now = Instant::now();
+        self.took = now - started;
+        self.ended = Some(now);
+    }
+}
+
 struct Shard {
     feed: broadcast::Receiver<Arc<Frame>>,
     /// Frames taken from (or lost by) `feed` so far: the feed's positions as this shard counts
@@ -374,6 +408,7 @@ impl Shard {
         let mut ticks = tokio::time::interval_at(Instant::now() + half, half);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut batch: Vec<Arc<Frame>> = Vec::with_capacity(MAX_BATCH);
+        let mut rounds = Rounds::default();
         let ended = loop {
             tokio::select! {
                 biased;
@@ -387,6 +422,11 @@ impl Shard {
                 received = self.feed.recv() => match received {
                     Ok(frame) => {
                         batch.push(frame);
+                        // In a burst (this event came soon after the last round), what is
+                        // published while one round's time passes goes in the same writes.
+                        if rounds.in_burst() {
+                            tokio::time::sleep(rounds.gather()).await;
+                        }
                         // Whatever else is already published goes in the same writes.
                         let mut lagged = None;
                         while batch.len() < MAX_BATCH {
@@ -399,7 +439,9 @@ impl Shard {
                                 Err(_) => break,
                             }
                         }
+                        let started = Instant::now();
                         self.deliver(&batch);
+                        rounds.done(started);
                         batch.clear();
                         if let Some(missed) = lagged {
                             self.lagged(missed);
