@@ -4,10 +4,12 @@
 //! Why this is hand-written: carried through hyper, every open stream keeps hyper's connection
 //! state, its read and write buffers and axum's body machinery (about 10 KiB per idle stream
 //! measured here), and every delivery goes through the body stream, hyper's chunked encoder
-//! and a flush. A task that owns the socket and writes the shared, pre-encoded frame itself
-//! keeps about 1 KiB per stream and makes one `writev` per delivery (BENCHMARKS.md has the
-//! figures). No crate offers "answer this one request, then keep the socket"; hyper's
-//! upgrade mechanism needs a 101 response, which an `EventSource` does not accept.
+//! and a flush. Here the socket is kept bare: this file writes the answer's head, the opening
+//! and the replay, then hands the stream to a shard (`shard.rs`), which writes the shared,
+//! pre-encoded frames itself, one write per delivery, at about 1.6 KB per open stream
+//! (BENCHMARKS.md has the figures). No crate offers "answer this one request, then keep the
+//! socket"; hyper's upgrade mechanism needs a 101 response, which an `EventSource` does not
+//! accept.
 //!
 //! What is *not* hand-written: the request still goes through the whole axum router (the
 //! module's token check, the path base, CORS, the topic filter, the resume position, the

@@ -12,7 +12,8 @@
 //! - [`plan`] is what it hands over: the opening, the replay, the live feed and the guard that
 //!   counts and logs the stream;
 //! - [`direct_writer`] writes most streams (plain HTTP/1 connections whose first request is the
-//!   stream), owning the socket; [`hyper_writer`] writes the rest (HTTP/2, a stream after
+//!   stream), owning the socket: their opening, then [`shard`] their live events, one loop per
+//!   worker for all of its streams; [`hyper_writer`] writes the rest (HTTP/2, a stream after
 //!   another request on its connection) as a response body. `crate::connection` decides which.
 
 pub mod direct_writer;
