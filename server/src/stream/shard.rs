@@ -349,7 +349,8 @@ const MOST_GATHER: Duration = Duration::from_millis(5);
 /// costs a burst of events one write per event per stream; a stream in a task of its own
 /// batched there by being late. Waiting, in a burst only, about as long as a round takes (at
 /// most [`MOST_GATHER`]) lets the events published meanwhile share the round's writes. Events
-/// further apart than [`BURST_GAP`] (10 a second, say) never wait.
+/// further apart than [`BURST_GAP`] (10 a second, say) never wait, and neither does a round
+/// when a whole batch is already waiting (the shard is behind, and must not fall further).
 #[derive(Default)]
 struct Rounds {
     ended: Option<Instant>,
@@ -423,8 +424,9 @@ impl Shard {
                     Ok(frame) => {
                         batch.push(frame);
                         // In a burst (this event came soon after the last round), what is
-                        // published while one round's time passes goes in the same writes.
-                        if rounds.in_burst() {
+                        // published while one round's time passes goes in the same writes;
+                        // a feed already a batch behind has no need to wait.
+                        if rounds.in_burst() && self.feed.len() < MAX_BATCH {
                             tokio::time::sleep(rounds.gather()).await;
                         }
                         // Whatever else is already published goes in the same writes.
