@@ -145,16 +145,23 @@ pub(super) fn framed(frames: &[Arc<Frame>], chunked: bool) -> Bytes {
     let len: usize = frames.iter().map(|f| f.bytes.len()).sum();
     let mut out = BytesMut::with_capacity(len + 24);
     let mut size = [0u8; 20];
-    if chunked && len > 0 {
-        out.extend_from_slice(chunk_size(len, &mut size));
-    }
+    let (open, close) = framing(chunked, len, &mut size);
+    out.extend_from_slice(open);
     for frame in frames {
         out.extend_from_slice(&frame.bytes);
     }
-    if chunked && len > 0 {
-        out.extend_from_slice(b"\r\n");
-    }
+    out.extend_from_slice(close);
     out.freeze()
+}
+
+/// What goes before and after a body of `len` bytes: a chunk's size line and its CRLF, or
+/// nothing (unchunked, or an empty body, which as a chunk would end the stream).
+fn framing(chunked: bool, len: usize, size: &mut [u8; 20]) -> (&[u8], &'static [u8]) {
+    if chunked && len > 0 {
+        (chunk_size(len, size), b"\r\n")
+    } else {
+        (&[], &[])
+    }
 }
 
 /// Most slices handed to one `writev` (well under every system's `IOV_MAX`).
@@ -196,11 +203,7 @@ impl Out {
     ) -> io::Result<Option<(Vec<Bytes>, usize)>> {
         let len: usize = body.iter().map(|b| b.len()).sum();
         let mut size = [0u8; 20];
-        let (open, close): (&[u8], &'static [u8]) = if self.chunked && len > 0 {
-            (chunk_size(len, &mut size), b"\r\n")
-        } else {
-            (&[], &[])
-        };
+        let (open, close) = framing(self.chunked, len, &mut size);
         // In a block of its own: the slices are not kept in the stream's state between
         // deliveries.
         let rest = {
@@ -228,11 +231,7 @@ impl Out {
     pub(super) fn pieces(&self, raw: &Bytes, body: &[&Bytes]) -> Vec<Bytes> {
         let len: usize = body.iter().map(|b| b.len()).sum();
         let mut size = [0u8; 20];
-        let (open, close): (&[u8], &'static [u8]) = if self.chunked && len > 0 {
-            (chunk_size(len, &mut size), b"\r\n")
-        } else {
-            (&[], &[])
-        };
+        let (open, close) = framing(self.chunked, len, &mut size);
         [raw.clone(), Bytes::copy_from_slice(open)]
             .into_iter()
             .chain(body.iter().map(|b| (*b).clone()))

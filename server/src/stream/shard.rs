@@ -224,41 +224,17 @@ impl Member {
         Ok(())
     }
 
-    fn queue_raw(&mut self, chunk: &Bytes, events: usize, lag_limit: usize) -> Result<(), Gone> {
-        self.wrote = true;
-        if let Some(queue) = &mut self.queue {
-            if queue.missed > 0 || queue.events + events > lag_limit {
-                queue.missed += events as u64;
-            } else {
-                queue.push(vec![chunk.clone()], events);
-            }
-        }
-        Ok(())
-    }
-
     /// One chunk: written now when the socket takes it (nothing queued before it), else queued.
     fn send(&mut self, body: &[&Bytes], events: usize, lag_limit: usize) -> Result<(), Gone> {
         self.wrote = true;
         if let Some(queue) = &mut self.queue {
-            if queue.missed > 0 || queue.events + events > lag_limit {
-                queue.missed += events as u64;
-            } else {
-                queue.push(self.out.pieces(&EMPTY, body), events);
-            }
+            queue.offer(self.out.pieces(&EMPTY, body), events, lag_limit);
             return Ok(());
         }
         match self.out.write_now(&EMPTY, body) {
             Ok(None) => Ok(()),
             Ok(Some((pieces, done))) => {
-                let mut queue = Queue {
-                    pieces: VecDeque::new(),
-                    done,
-                    events: 0,
-                    missed: 0,
-                    since: Instant::now(),
-                };
-                queue.push(pieces, events);
-                self.queue = Some(Box::new(queue));
+                self.queue = Some(Queue::started(pieces, done, events));
                 Ok(())
             }
             Err(_) => Err(None),
@@ -267,23 +243,16 @@ impl Member {
 
     /// A whole chunk, already framed: one `send` of one buffer when the socket takes it.
     fn send_whole(&mut self, chunk: &Bytes, events: usize, lag_limit: usize) -> Result<(), Gone> {
-        if self.queue.is_some() {
-            // Already framed: queued as it is, not as the body of another chunk.
-            return self.queue_raw(chunk, events, lag_limit);
-        }
         self.wrote = true;
+        if let Some(queue) = &mut self.queue {
+            // Already framed: queued as it is, not as the body of another chunk.
+            queue.offer(vec![chunk.clone()], events, lag_limit);
+            return Ok(());
+        }
         match self.out.send_now(chunk) {
             Ok(sent) if sent == chunk.len() => Ok(()),
             Ok(sent) => {
-                let mut queue = Queue {
-                    pieces: VecDeque::new(),
-                    done: sent,
-                    events: 0,
-                    missed: 0,
-                    since: Instant::now(),
-                };
-                queue.push(vec![chunk.clone()], events);
-                self.queue = Some(Box::new(queue));
+                self.queue = Some(Queue::started(vec![chunk.clone()], sent, events));
                 Ok(())
             }
             Err(_) => Err(None),
@@ -326,6 +295,29 @@ impl Member {
 }
 
 impl Queue {
+    /// A queue for what a write left: `done` bytes of `pieces` were written.
+    fn started(pieces: Vec<Bytes>, done: usize, events: usize) -> Box<Queue> {
+        let mut queue = Queue {
+            pieces: VecDeque::new(),
+            done,
+            events: 0,
+            missed: 0,
+            since: Instant::now(),
+        };
+        queue.push(pieces, events);
+        Box::new(queue)
+    }
+
+    /// Queues a chunk behind the others, unless the queue already holds as many events as a
+    /// stream may fall behind: then the chunk's events are counted as missed.
+    fn offer(&mut self, pieces: Vec<Bytes>, events: usize, lag_limit: usize) {
+        if self.missed > 0 || self.events + events > lag_limit {
+            self.missed += events as u64;
+        } else {
+            self.push(pieces, events);
+        }
+    }
+
     fn push(&mut self, pieces: Vec<Bytes>, events: usize) {
         let last = pieces.len().saturating_sub(1);
         self.pieces.extend(
