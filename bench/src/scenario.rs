@@ -87,6 +87,10 @@ pub struct Outcome {
     /// The load generator's own CPU (all workers) in the publish phase: near the wall time
     /// of that phase, the generator, not the server, set the pace.
     pub generator_cpu_s: f64,
+    /// The load generator's CPU (all workers) until every stream had its first event: for a
+    /// storm, the generator's share of the cores.
+    #[serde(default)]
+    pub generator_setup_cpu_s: f64,
     pub rss_before_kib: u64,
     pub rss_streams_kib: u64,
     pub hwm_kib: u64,
@@ -133,11 +137,25 @@ impl Worker {
     }
 }
 
+/// How many subscriber processes a scenario uses. A storm is spread over one per core: its
+/// figure is how fast a server takes streams, and one single-threaded worker connecting 5,000
+/// streams is busy for the whole storm, so it measured the generator (the floor itself came out
+/// at 0.6x the best peer). Fan-out keeps the fewest workers, so the generator's share of the
+/// cores stays small and the same for every server.
+fn workers_for(s: &Scenario) -> usize {
+    let needed = s.subscribers.div_ceil(CONNS_PER_WORKER).max(1);
+    if !s.storm {
+        return needed;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    needed.max(cores).min(s.subscribers.max(1))
+}
+
 pub async fn run(server: &str, target: &Target, s: &Scenario) -> Result<Outcome, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let before = procfs::total_memory(&target.pids);
     let cpu0 = procfs::total_cpu(&target.pids);
-    let workers_n = s.subscribers.div_ceil(CONNS_PER_WORKER).max(1);
+    let workers_n = workers_for(s);
     let start_at_ns = unix_ns() + 300_000_000; // every worker starts together
     let mut workers = Vec::new();
     let mut first_index = 0;
@@ -232,6 +250,13 @@ pub async fn run(server: &str, target: &Target, s: &Scenario) -> Result<Outcome,
     ))
 }
 
+impl Outcome {
+    /// Events the publisher sent (none in an idle or storm scenario).
+    pub fn events_published(&self) -> u64 {
+        self.published + self.publish_failed
+    }
+}
+
 fn over_1s(h: &hdrhistogram::Histogram<u64>) -> u64 {
     h.count_between(1_000_000, h.max().max(1_000_000))
 }
@@ -269,6 +294,7 @@ fn combine(
         hist::merge(&mut since_start, &f.first_event_since_start);
     }
     let mut last_delivery_ns = 0;
+    o.generator_setup_cpu_s = setup.iter().map(|f| f.cpu_s).sum();
     o.generator_cpu_s =
         reports.iter().map(|r| r.cpu_s).sum::<f64>() - setup.iter().map(|f| f.cpu_s).sum::<f64>();
     for r in reports {
@@ -321,6 +347,30 @@ mod tests {
             hist::record_us(&mut h, v);
         }
         hist::to_buckets(&h)
+    }
+
+    #[test]
+    fn a_storm_connects_from_every_core_and_fan_out_from_as_few_workers_as_hold_it() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let s = |subscribers, storm| Scenario {
+            name: "s".into(),
+            subscribers,
+            events: 0,
+            rate: None,
+            payload: 0,
+            publish_connections: 1,
+            storm,
+            settle_ms: 0,
+            quiet_ms: 0,
+            max_drain_ms: 0,
+            setup_timeout_ms: 0,
+        };
+        assert_eq!(workers_for(&s(10_000, false)), 2);
+        assert_eq!(workers_for(&s(500, false)), 1);
+        assert_eq!(workers_for(&s(5_000, true)), cores.max(1));
+        assert_eq!(workers_for(&s(20_000, true)), cores.max(3));
+        // Never a worker with nothing to connect.
+        assert_eq!(workers_for(&s(1, true)), 1);
     }
 
     #[test]
@@ -397,6 +447,7 @@ mod tests {
             "39 over the 2 s to the last delivery"
         );
         assert!((o.generator_cpu_s - 0.5).abs() < 1e-9);
+        assert!((o.generator_setup_cpu_s - 1.0).abs() < 1e-9);
         assert!((o.publish_ms - 1000.0).abs() < 1e-9);
         assert!((o.bytes_per_stream - 40.0 * 1024.0 / 4.0).abs() < 1e-9);
         assert_eq!(o.problems(), ["1 events lost"]);
