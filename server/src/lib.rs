@@ -181,7 +181,7 @@ fn app_state(
         hub,
         bus,
         config: config.clone(),
-        leptos,
+        leptos: Arc::new(leptos),
         shutdown: shutdown.clone(),
         open_streams: Default::default(),
         presence: presence::Presence::new(config.hub.topics.clone(), config.presence_names),

@@ -43,7 +43,7 @@ pub fn router(state: AppState) -> Router {
     // else that is not a file is 404.
     let page = render_app_to_stream_with_context(context.clone(), {
         let options = state.leptos.clone();
-        move || shell(options.clone())
+        move || shell((*options).clone())
     });
     // JSON may escape each byte of text into six (`\u0000`): room for the longest valid text.
     let publish_limit = state

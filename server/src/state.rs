@@ -16,7 +16,9 @@ pub struct AppState {
     /// Where events are published and subscriptions come from (the hub itself, or Redis).
     pub bus: crate::bus::Bus,
     pub config: Arc<Config>,
-    pub leptos: LeptosOptions,
+    /// Shared: axum clones the state for every request (each extractor and middleware), and
+    /// the options are a dozen strings; a connect storm paid for copying them.
+    pub leptos: Arc<LeptosOptions>,
     /// Cancelled when the server starts to stop: every open stream ends at once.
     pub shutdown: CancellationToken,
     /// Streams open right now.
@@ -32,7 +34,7 @@ pub struct AppState {
 
 impl FromRef<AppState> for LeptosOptions {
     fn from_ref(state: &AppState) -> LeptosOptions {
-        state.leptos.clone()
+        (*state.leptos).clone()
     }
 }
 
