@@ -295,8 +295,7 @@ fn combine(
     }
     let mut last_delivery_ns = 0;
     o.generator_setup_cpu_s = setup.iter().map(|f| f.cpu_s).sum();
-    o.generator_cpu_s =
-        reports.iter().map(|r| r.cpu_s).sum::<f64>() - setup.iter().map(|f| f.cpu_s).sum::<f64>();
+    o.generator_cpu_s = reports.iter().map(|r| r.cpu_s).sum::<f64>() - o.generator_setup_cpu_s;
     for r in reports {
         o.deliveries += r.deliveries;
         o.duplicated += r.duplicates;
